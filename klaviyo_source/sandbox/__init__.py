@@ -1,0 +1,207 @@
+"""A Klaviyo API simulator for tests, demos and benchmarks of the connector.
+
+`Sandbox` runs the simulator in a thread or in a subprocess and controls it through the admin API,
+so both modes behave the same:
+
+    with Sandbox(seed=1, events=1000, profiles=100, rate_limits="off") as sb:
+        requests.get(sb.base_url + "/events", headers={"Authorization": f"Klaviyo-API-Key {sb.api_key}",
+                                                       "revision": "2026-07-15"})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import selectors
+import subprocess
+import sys
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+if TYPE_CHECKING:
+    from klaviyo_source.sandbox.server import SandboxServer
+    from klaviyo_source.sandbox.store import Sizes
+
+__all__ = ["Sandbox"]
+MODES = ("thread", "process")
+
+
+class Sandbox:
+    """Handle on one running simulator: URL, keys, configuration, mutations, ground truth and stats."""
+
+    def __init__(
+        self,
+        seed: int = 1,
+        sizes: Sizes | None = None,
+        *,
+        rate_limits: Any = "real",
+        latency: float = 0.0,
+        faults: list[dict[str, Any]] | None = None,
+        mode: str = "thread",
+        anchor: datetime | None = None,
+        account_id: str = "AbC123",
+        startup_timeout: float = 600.0,
+        **size_overrides: int,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        from klaviyo_source.sandbox.store import Sizes
+
+        base = sizes if sizes is not None else Sizes()
+        self.sizes = dataclasses.replace(base, **size_overrides)
+        self.seed = seed
+        self.mode = mode
+        self.anchor = anchor
+        self.account_id = account_id
+        self.startup_timeout = startup_timeout
+        self._settings: dict[str, Any] = {
+            "rate_limits": rate_limits,
+            "latency": latency,
+            "faults": faults or [],
+        }
+        self._server: SandboxServer | None = None
+        self._process: subprocess.Popen[str] | None = None
+        self._http = requests.Session()
+        self.base_url = ""
+        self.api_key = ""
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        if self.mode == "thread":
+            self._start_thread()
+        else:
+            self._start_process()
+        self.configure(**self._settings)
+        return self
+
+    def _start_thread(self) -> None:
+        from klaviyo_source.sandbox.server import SandboxServer
+        from klaviyo_source.sandbox.store import Store
+
+        store = Store(seed=self.seed, sizes=self.sizes, anchor=self.anchor, account_id=self.account_id)
+        self._server = SandboxServer(store, self.account_id, seed=self.seed).start()
+        self.base_url, self.api_key = self._server.base_url, self._server.api_key
+
+    def _start_process(self) -> None:
+        command = [sys.executable, "-m", "klaviyo_source.sandbox", "--port", "0", "--seed", str(self.seed)]
+        command += ["--account-id", self.account_id, "--rate-limits", "off", "--print-key"]
+        if self.anchor is not None:
+            command += ["--anchor", self.anchor.isoformat()]
+        for f in dataclasses.fields(self.sizes):
+            command += [f"--{f.name.replace('_', '-')}", str(getattr(self.sizes, f.name))]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+        announced = dict(line.split("=", 1) for line in self._read_lines(self._process, 2))
+        self.base_url, self.api_key = announced["base_url"], announced["api_key"]
+
+    def _read_lines(self, process: subprocess.Popen[str], count: int) -> list[str]:
+        """The first `count` stdout lines of the child, within the startup timeout."""
+        assert process.stdout is not None
+        deadline = time.monotonic() + self.startup_timeout
+        lines: list[str] = []
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            while len(lines) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not selector.select(remaining):
+                    self.stop()
+                    raise TimeoutError("sandbox process did not start in time")
+                line = process.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"sandbox process exited with code {process.wait()}")
+                lines.append(line.strip())
+        return lines
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            if self._process.stdout:
+                self._process.stdout.close()
+            self._process = None
+        self._http.close()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (this process in thread mode)."""
+        return self._process.pid if self._process is not None else os.getpid()
+
+    # --- admin API ---------------------------------------------------------------------------------
+
+    def _admin(self, method: str, action: str, json: Any = None, params: dict[str, str] | None = None) -> Any:
+        url = self.base_url[: -len("/api")] + "/__admin/" + action
+        response = self._http.request(method, url, json=json, params=params, timeout=600)
+        if response.status_code != 200:
+            raise RuntimeError(f"sandbox admin {action} failed ({response.status_code}): {response.text}")
+        return response.json()
+
+    def health(self) -> dict[str, Any]:
+        return self._admin("GET", "health")
+
+    def create_key(self, scopes: list[str]) -> str:
+        """A new key for the same account holding only `scopes`."""
+        return self._admin("POST", "keys", {"scopes": list(scopes)})["key"]
+
+    def configure(
+        self,
+        latency: float | None = None,
+        rate_limits: Any = None,
+        faults: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Change latency (s), rate limits ("real", "off", multiplier, {endpoint: (burst, steady)}), faults.
+
+        Arguments left as None keep their current value; `faults=[]` clears faults.
+        """
+        settings: dict[str, Any] = {}
+        if latency is not None:
+            settings["latency"] = latency
+        if rate_limits is not None:
+            settings["rate_limits"] = rate_limits
+        if faults is not None:
+            settings["faults"] = faults
+        return self._admin("POST", "configure", settings)
+
+    def clear_faults(self) -> None:
+        self.configure(faults=[])
+
+    def mutate(self, op: str, **kwargs: Any) -> dict[str, Any]:
+        """Change the account's data (e.g. op="add_events"); the store defines the operations."""
+        return self._admin("POST", "mutate", {"op": op, **kwargs})
+
+    def ground_truth(self, until: datetime | None = None) -> dict[str, set[Any]]:
+        """Every id per table (member tables: (parent_id, profile_id) tuples) as of `until`."""
+        params = {"until": until.isoformat()} if until is not None else None
+        tables = self._admin("GET", "ground-truth", params=params)
+        return {name: {tuple(i) if isinstance(i, list) else i for i in ids} for name, ids in tables.items()}
+
+    def stats(self) -> dict[str, Any]:
+        return self._admin("GET", "stats")
+
+    def reset_stats(self) -> None:
+        self._admin("POST", "reset-stats")
+
+
+def __getattr__(name: str) -> Any:
+    """`from klaviyo_source.sandbox import Sizes, Store` without importing the store eagerly."""
+    if name in ("Sizes", "Store"):
+        from klaviyo_source.sandbox import store
+
+        return getattr(store, name)
+    raise AttributeError(name)

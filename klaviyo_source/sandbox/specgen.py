@@ -86,8 +86,12 @@ def page_rule(op: dict[str, Any], params: dict[str, dict[str, Any]]) -> dict[str
     """page[size] default/min/max from the parameter schema; a fixed size from prose if no parameter."""
     if "page[size]" in params:
         schema = params["page[size]"]["schema"]
-        return {"default": schema["default"], "min": schema["minimum"], "max": schema["maximum"],
-                "param": True}
+        return {
+            "default": schema["default"],
+            "min": schema["minimum"],
+            "max": schema["maximum"],
+            "param": True,
+        }
     if "page[cursor]" in params:
         m = re.search(r"maximum of (\d+) \w+ per page", op.get("description", ""))
         size = int(m.group(1)) if m else 100

@@ -1,0 +1,501 @@
+"""The sandbox's HTTP layer: a threaded HTTP/1.1 server that answers like Klaviyo's /api.
+
+Per request: faults and latency, routing, auth (key + scopes), revision header, rate limits, validation
+against the spec rules, then the store's answer rendered as JSON:API with orjson. `/__admin/` is a small
+control API for tests and benchmarks (no Klaviyo auth, loopback only).
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+import orjson
+
+from klaviyo_source.sandbox.faults import PRE_KINDS, Faults, malform
+from klaviyo_source.sandbox.limits import RateLimiter, retry_after_detail
+from klaviyo_source.sandbox.model import Page, Query, StoreError
+from klaviyo_source.sandbox.rules import ApiError, Route, Rules
+
+JSON_API = "application/vnd.api+json"
+KEY_PREFIX = "pk_sandbox_"
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+# Characters left readable in links.next; everything else (notably '+' in offsets) is percent-encoded.
+_LINK_SAFE = "[],:()'"
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+_TITLES = {
+    500: "A server error occurred.",
+    502: "Bad gateway.",
+    503: "Service unavailable.",
+    504: "Gateway timeout.",
+}
+
+
+def new_key() -> str:
+    """A private-key look-alike that is easy to recognise as a sandbox key."""
+    return KEY_PREFIX + secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    account: str
+    scopes: frozenset[str]
+
+
+class ReadWriteLock:
+    """Many concurrent readers (queries) or one writer (mutations), so a mutation never tears a page."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    def acquire_read(self) -> None:
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            self._readers += 1
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
+    def acquire_write(self) -> None:
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            self._writer = True
+            while self._readers:
+                self._cond.wait()
+
+    def release_write(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+
+class Stats:
+    """Request counts per (method, path template, status), plus 429s and fired faults."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests: Counter[tuple[str, str, int]] = Counter()
+            self.faults: Counter[str] = Counter()
+
+    def count(self, method: str, template: str, status: int) -> None:
+        with self._lock:
+            self.requests[(method, template, status)] += 1
+
+    def fault(self, kind: str) -> None:
+        with self._lock:
+            self.faults[kind] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            rows = [
+                {"method": m, "path": p, "status": s, "count": n}
+                for (m, p, s), n in sorted(self.requests.items())
+            ]
+            return {
+                "total": sum(self.requests.values()),
+                "throttled": sum(n for (_, _, s), n in self.requests.items() if s == 429),
+                "requests": rows,
+                "faults": dict(self.faults),
+            }
+
+
+class SandboxServer:
+    """The Klaviyo simulator bound to a store; `start()` serves from a daemon thread."""
+
+    def __init__(
+        self,
+        store: Any,
+        account: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate_limits: Any = "real",
+        latency: float = 0.0,
+        faults: list[dict[str, Any]] | None = None,
+        seed: int = 0,
+        api_key: str | None = None,
+    ) -> None:
+        self.store = store
+        self.account = account
+        self.rules = Rules()
+        self.limiter = RateLimiter(rate_limits)
+        self.faults = Faults(seed=seed, latency=latency, faults=faults)
+        self.stats = Stats()
+        self.store_lock = ReadWriteLock()
+        self.api_key = api_key or new_key()
+        self._keys = {self.api_key: KeyInfo(account, frozenset(self.rules.all_scopes))}
+        self._keys_lock = threading.Lock()
+        self.httpd = _HTTPServer((host, port), _Handler)
+        self.httpd.sandbox = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def origin(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.origin + "/api"
+
+    def create_key(self, scopes: list[str]) -> str:
+        key = new_key()
+        with self._keys_lock:
+            self._keys[key] = KeyInfo(self.account, frozenset(scopes))
+        return key
+
+    def key_info(self, key: str) -> KeyInfo | None:
+        with self._keys_lock:
+            return self._keys.get(key)
+
+    def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Apply {latency?, rate_limits?, faults?}; answer the resulting settings."""
+        unknown = set(settings) - {"latency", "rate_limits", "faults"}
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}")
+        if "rate_limits" in settings:
+            self.limiter.configure(settings["rate_limits"])
+        self.faults.configure(latency=settings.get("latency"), faults=settings.get("faults"))
+        return {**self.faults.settings(), "rate_limits": self.limiter.mode}
+
+    def mutate(self, op: str, kwargs: dict[str, Any]) -> Any:
+        self.store_lock.acquire_write()
+        try:
+            return self.store.mutate(op, **kwargs)
+        finally:
+            self.store_lock.release_write()
+
+    def query(self, query: Query) -> Page:
+        self.store_lock.acquire_read()
+        try:
+            return self.store.query(query)
+        finally:
+            self.store_lock.release_read()
+
+    def report(self, kind: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        self.store_lock.acquire_read()
+        try:
+            return self.store.report(kind, attributes)
+        finally:
+            self.store_lock.release_read()
+
+    def ground_truth(self, until: datetime | None) -> dict[str, Any]:
+        self.store_lock.acquire_read()
+        try:
+            return self.store.ground_truth(until)
+        finally:
+            self.store_lock.release_read()
+
+    def start(self) -> SandboxServer:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="klaviyo-sandbox", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if self._thread:
+            self._thread.join()
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    sandbox: SandboxServer
+
+
+def error_body(status: int, code: str, title: str, detail: str, parameter: str | None = None) -> bytes:
+    error: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "status": status,
+        "code": code,
+        "title": title,
+        "detail": detail,
+    }
+    if parameter:
+        error["source"] = {"parameter": parameter}
+    return orjson.dumps({"errors": [error]})
+
+
+def _absolute(links: dict[str, Any], origin: str) -> dict[str, Any]:
+    return {k: origin + v if isinstance(v, str) and v[:1] == "/" else v for k, v in links.items()}
+
+
+def absolutize(records: list[dict[str, Any]], origin: str) -> list[dict[str, Any]]:
+    """Copies of `records` whose path-only resource and relationship links are absolute URLs.
+
+    Copies, because the store may hand out the same dicts to every request.
+    """
+    out = []
+    for record in records:
+        record = dict(record)
+        links = record.get("links")
+        if links:
+            record["links"] = _absolute(links, origin)
+        relationships = record.get("relationships")
+        if relationships:
+            record["relationships"] = {
+                name: {**rel, "links": _absolute(rel["links"], origin)} if rel.get("links") else rel
+                for name, rel in relationships.items()
+            }
+        out.append(record)
+    return out
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: request lines would be noise (and headers may carry keys)."""
+
+    def do_GET(self) -> None:
+        self.dispatch("GET")
+
+    def do_POST(self) -> None:
+        self.dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self.dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self.dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self.dispatch("DELETE")
+
+    @property
+    def sandbox(self) -> SandboxServer:
+        return self.server.sandbox
+
+    def dispatch(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        path = url.path.rstrip("/") or "/"
+        if path == "/api" or path.startswith("/api/"):
+            self.handle_api(method, path, url.query, body)
+        elif path.startswith("/__admin/"):
+            self.handle_admin(method, path[len("/__admin/") :], url.query, body)
+        else:
+            self.send(404, error_body(404, "not_found", "Not found.", f"The path {path} could not be found."))
+
+    # --- /api ---------------------------------------------------------------------------------------
+
+    def handle_api(self, method: str, path: str, query_string: str, body: bytes) -> None:
+        sb = self.sandbox
+        template = path
+        status = 500
+        try:
+            fired = sb.faults.roll(path)
+            if sb.faults.latency:
+                time.sleep(sb.faults.latency)
+            post_faults = []
+            for fault in fired:
+                sb.stats.fault(fault.kind)
+                if fault.kind == "reset":
+                    status = 0
+                    self.reset_connection()
+                    return
+                if fault.kind in PRE_KINDS:
+                    title = _TITLES.get(fault.status, "Server error.")
+                    raise ApiError(fault.status, "error", title, "An injected fault occurred.")
+                post_faults.append(fault)
+            route = sb.rules.route(method, path[len("/api") :])
+            template = "/api" + route.template
+            params = parse_qsl(query_string, keep_blank_values=True)
+            account = self.authorize(route)
+            rate_headers = self.rate_limit(route, account, params)
+            payload = self.answer(route, params, body, account, post_faults)
+            status = 200
+            truncate = any(f.kind == "truncate" for f in post_faults)
+            self.send(200, payload, rate_headers, truncate=truncate)
+        except ApiError as err:
+            status = err.status
+            self.send(status, error_body(status, err.code, err.title, err.detail, err.parameter), err.headers)
+        except StoreError as err:
+            status = err.status
+            self.send(status, error_body(status, err.code, "Invalid input.", err.detail, err.parameter))
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            status = 500
+            self.send(500, error_body(500, "error", "A server error occurred.", "Internal error."))
+        finally:
+            sb.stats.count(method, template, status)
+
+    def authorize(self, route: Route) -> str:
+        """401 without a valid key, 400 for a bad revision, 403 when the key lacks a scope."""
+        header = self.headers.get("Authorization") or ""
+        scheme, _, key = header.partition(" ")
+        info = self.sandbox.key_info(key.strip()) if scheme == "Klaviyo-API-Key" else None
+        if info is None:
+            raise ApiError(
+                401,
+                "not_authenticated",
+                "Authentication credentials were not provided.",
+                "Missing or invalid private key.",
+            )
+        self.sandbox.rules.check_revision(self.headers.get("revision"))
+        missing = sorted(set(route.rule["scopes"]) - info.scopes)
+        if missing:
+            raise ApiError(
+                403,
+                "permission_denied",
+                "You do not have permission to perform this action.",
+                f"This API key is missing required scopes: {', '.join(missing)}.",
+            )
+        return info.account
+
+    def rate_limit(self, route: Route, account: str, params: list[tuple[str, str]]) -> dict[str, str]:
+        """Count the request against its tier; raise the 429 when over."""
+        tier, limits = "default", route.rule["rate"]
+        for name, reduced in route.rule.get("reduced_tiers", {}).items():
+            rtype, value = name.split(".", 1)
+            requested = (v for k, v in params if k == f"additional-fields[{rtype}]")
+            if any(value in v.split(",") for v in requested):
+                tier, limits = name, reduced
+        decision = self.sandbox.limiter.check(account, route.template, tier, limits)
+        if not decision.allowed:
+            detail = retry_after_detail(decision.headers)
+            raise ApiError(429, "throttled", "Request was throttled.", detail, headers=decision.headers)
+        return decision.headers
+
+    def answer(
+        self, route: Route, params: list[tuple[str, str]], body: bytes, account: str, post_faults: list[Any]
+    ) -> bytes:
+        sb = self.sandbox
+        self_url = sb.origin + self.path
+        if route.method == "POST":
+            attributes = sb.rules.report_attributes(route, params, body)
+            result = sb.report(route.rule["type"], attributes)
+            return orjson.dumps(
+                {"data": {"type": route.rule["type"], "attributes": result}, "links": {"self": self_url}}
+            )
+        query = sb.rules.build_query(route, params, account)
+        page = sb.query(query)
+        data = page.data
+        for fault in post_faults:
+            if fault.kind == "malformed" and data:
+                data = malform(data, fault, sb.faults.pick_index(len(data)))
+        data = absolutize(data, sb.origin)
+        next_url = None
+        if page.next_cursor is not None:
+            kept = [(k, v) for k, v in params if k != "page[cursor]"]
+            kept.append(("page[cursor]", page.next_cursor))
+            next_url = sb.base_url + route.template.replace("{id}", route.path_id or "")
+            next_url += "?" + urlencode(kept, quote_via=quote, safe=_LINK_SAFE)
+        doc: dict[str, Any] = {"data": data, "links": {"self": self_url, "next": next_url}}
+        if query.include:
+            doc["included"] = absolutize(page.included, sb.origin)
+        return orjson.dumps(doc)
+
+    def reset_connection(self) -> None:
+        """Drop the connection with a TCP RST and no answer."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+    def send(
+        self,
+        status: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        content_type: str = JSON_API,
+        truncate: bool = False,
+    ) -> None:
+        """Write status line, headers and body in one write (no Nagle stalls on keep-alive)."""
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}",
+            *(f"{k}: {v}" for k, v in (headers or {}).items()),
+        ]
+        if truncate:
+            lines.append("Connection: close")
+            body = body[: len(body) // 2]
+            self.close_connection = True
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.wfile.write(head + body)
+
+    # --- /__admin -----------------------------------------------------------------------------------
+
+    def handle_admin(self, method: str, action: str, query_string: str, body: bytes) -> None:
+        if self.client_address[0] not in LOOPBACK:
+            self.send_admin(403, {"error": "the admin API answers loopback clients only"})
+            return
+        sb = self.sandbox
+        try:
+            args = orjson.loads(body) if body else {}
+            result: Any
+            if (method, action) == ("GET", "health"):
+                result = {"status": "ok", "base_url": sb.base_url, "account": sb.account}
+            elif (method, action) == ("GET", "stats"):
+                result = sb.stats.snapshot()
+            elif (method, action) == ("POST", "reset-stats"):
+                sb.stats.reset()
+                result = {"ok": True}
+            elif (method, action) == ("POST", "configure"):
+                result = sb.configure(args)
+            elif (method, action) == ("POST", "mutate"):
+                op = args.pop("op")
+                result = sb.mutate(op, args)
+            elif (method, action) == ("GET", "ground-truth"):
+                until = dict(parse_qsl(query_string)).get("until")
+                result = sb.ground_truth(parse_until(until) if until else None)
+            elif (method, action) == ("POST", "keys"):
+                result = {"key": sb.create_key(list(args.get("scopes", [])))}
+            else:
+                self.send_admin(404, {"error": f"no admin action {method} {action}"})
+                return
+        except (ValueError, TypeError, KeyError, StoreError) as err:
+            self.send_admin(400, {"error": f"{type(err).__name__}: {err}"})
+            return
+        self.send_admin(200, result)
+
+    def send_admin(self, status: int, doc: Any) -> None:
+        self.send(status, orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS), content_type="application/json")
+
+
+def parse_until(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
