@@ -163,11 +163,8 @@ class SandboxServer:
         self.httpd = _HTTPServer((host, port), _Handler)
         self.httpd.sandbox = self
         self._thread: threading.Thread | None = None
-
-    @property
-    def origin(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        bound_host, bound_port = self.httpd.server_address[:2]
+        self.origin = f"http://{bound_host!s}:{bound_port}"
 
     @property
     def base_url(self) -> str:
