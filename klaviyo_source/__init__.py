@@ -1,1 +1,161 @@
-"""Klaviyo source for dlt."""
+"""Klaviyo source for dlt: every resource of a Klaviyo account, incremental, at Klaviyo's rate limits.
+
+    import dlt
+    from klaviyo_source import klaviyo_source
+
+    pipeline = dlt.pipeline("klaviyo", destination="duckdb", dataset_name="klaviyo")
+    pipeline.run(klaviyo_source(start_date="2024-01-01"))
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
+
+import dlt
+from dlt.extract.resource import DltResource
+
+from klaviyo_source.client import KlaviyoClient
+from klaviyo_source.endpoints import BY_TABLE, INCLUDED_TABLES
+from klaviyo_source.errors import ConfigurationError, KlaviyoAPIError, KlaviyoSourceError
+from klaviyo_source.rate_limit import GovernorRegistry
+from klaviyo_source.resources import RunContext, build_resources
+from klaviyo_source.windows import parse_instant
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_REVISION",
+    "TABLES",
+    "ConfigurationError",
+    "KlaviyoAPIError",
+    "KlaviyoSourceError",
+    "klaviyo_source",
+]
+
+DEFAULT_BASE_URL = "https://a.klaviyo.com/api"
+DEFAULT_REVISION = "2026-07-15"
+TABLES: tuple[str, ...] = (*BY_TABLE, *INCLUDED_TABLES)
+_REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
+
+
+@dlt.source(name="klaviyo", max_table_nesting=0)
+def klaviyo_source(
+    api_key: str = dlt.secrets.value,
+    start_date: str | datetime | None = None,
+    end_date: str | datetime | None = None,
+    base_url: str = DEFAULT_BASE_URL,
+    revision: str = DEFAULT_REVISION,
+    resources: Sequence[str] | None = None,
+    events_lookback_hours: float = 24.0,
+    predictive_analytics: bool = False,
+    members_full_refresh: bool = False,
+    concurrency: int = 8,
+    rate_share: float = 1.0,
+    skip_forbidden: bool = False,
+    until: str | datetime | None = None,
+) -> list[DltResource]:
+    """Every Klaviyo table, or those named in `resources`.
+
+    start_date: where a first run starts (None: all history). Later runs continue from their cursors.
+    end_date: read the fixed interval [start_date, end_date) and leave the cursors alone (backfills,
+        orchestrator intervals); without it a run reads up to its own start and saves that as its cursor.
+    events_lookback_hours: each run re-reads this much of the events before its cursor, for late events.
+    predictive_analytics: also load profiles' predictive analytics (Klaviyo then allows 10x fewer requests).
+    members_full_refresh: re-read whole list and segment memberships and replace them, so removals show.
+    concurrency: cursor chains read at once per table; rate_share: the share of the account's rate limits
+        this source may use (the rest stays for the account's other integrations).
+    skip_forbidden: a table the key has no scope for is skipped with a warning instead of failing the run.
+    until: cursors advance only up to this instant (chunked backfills); default: the run's start.
+    """
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    start = _instant("start_date", start_date)
+    end = _instant("end_date", end_date)
+    stop = _instant("until", until)
+    if end is not None and stop is not None:
+        raise ConfigurationError("Pass either end_date (a fixed interval) or until (a chunk of a backfill), not both.")
+    upper = min(end or stop or now, now)
+    if start is not None and start >= upper:
+        raise ConfigurationError(
+            f"start_date {start.isoformat()} is not before {'end_date' if end else 'now'} ({upper.isoformat()})."
+        )
+    _check_key(api_key)
+    _check_base_url(base_url)
+    if not _REVISION.match(revision or ""):
+        raise ConfigurationError(f"revision {revision!r} is not a Klaviyo revision like {DEFAULT_REVISION!r}.")
+    if not 0 < rate_share <= 1:
+        raise ConfigurationError(f"rate_share must be in (0, 1], got {rate_share}.")
+    if not 1 <= int(concurrency) <= 64:
+        raise ConfigurationError(f"concurrency must be between 1 and 64, got {concurrency}.")
+    if events_lookback_hours < 0:
+        raise ConfigurationError(f"events_lookback_hours must not be negative, got {events_lookback_hours}.")
+    tables = _tables(resources)
+
+    ctx = RunContext(
+        client=KlaviyoClient(api_key, base_url, revision, pool_size=max(16, 2 * int(concurrency))),
+        governors=GovernorRegistry(rate_share),
+        start=start,
+        until=upper,
+        stateless=end is not None,
+        concurrency=int(concurrency),
+        overlaps={"events": timedelta(hours=events_lookback_hours)},
+        predictive_analytics=predictive_analytics,
+        skip_forbidden=skip_forbidden,
+        members_full_refresh=members_full_refresh,
+    )
+    return build_resources(ctx, tables)
+
+
+def _instant(name: str, value: str | datetime | None) -> datetime | None:
+    if value is None or value == "":
+        return None
+    try:
+        return parse_instant(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"{name} {value!r} is not a date or datetime; use ISO 8601, e.g. 2024-01-31 or 2024-01-31T12:00:00Z."
+        ) from exc
+
+
+def _check_key(api_key: str) -> None:
+    if not isinstance(api_key, str) or not api_key.strip() or api_key.strip() != api_key:
+        raise ConfigurationError(
+            "api_key is empty or has surrounding spaces: set [sources.klaviyo] api_key in .dlt/secrets.toml "
+            "or SOURCES__KLAVIYO__API_KEY to your Klaviyo private API key."
+        )
+
+
+def _check_base_url(base_url: str) -> None:
+    """HTTPS only, so the key never travels in clear text; plain HTTP only to this machine (the sandbox)."""
+    parts = urlsplit(base_url or "")
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+        return
+    raise ConfigurationError(
+        f"base_url {base_url!r} must be an https:// URL (plain http:// only for 127.0.0.1 or localhost)."
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _tables(resources: Sequence[str] | None) -> list[str]:
+    if resources is None:
+        return list(TABLES)
+    if isinstance(resources, str):
+        resources = [r.strip() for r in resources.split(",") if r.strip()]
+    unknown = [r for r in resources if r not in TABLES]
+    if unknown:
+        raise ConfigurationError(f"Unknown resource(s) {', '.join(unknown)}; choose from: {', '.join(TABLES)}.")
+    # campaign_messages arrive with campaigns: asking for one reads the other.
+    chosen = {BY_TABLE["campaigns"].table if r in INCLUDED_TABLES else r for r in resources}
+    return [t for t in BY_TABLE if t in chosen]

@@ -1,0 +1,180 @@
+"""HTTP to Klaviyo: auth and revision headers, the rate governor, retries, JSON:API paging, errors.
+
+dlt's RESTClient covers paging and retries for ordinary APIs; Klaviyo needs each *attempt* (retries
+included) to pass through a rate governor shared by all threads of an endpoint, 429 handled as a pause of
+that whole endpoint rather than a per-request retry, bodies that must be JSON:API (a truncated or
+non-JSON body is retried, never read as an empty page), and errors carrying Klaviyo's own detail. That
+is most of what a client does, so this is a small client of our own on a pooled `requests.Session`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from klaviyo_source.errors import (
+    AuthenticationError,
+    KlaviyoAPIError,
+    MissingScopeError,
+    RevisionError,
+)
+from klaviyo_source.rate_limit import Governor
+
+log = logging.getLogger("klaviyo_source")
+
+RETRY_STATUSES = frozenset({500, 502, 503, 504, 520, 522, 524})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter for 5xx, resets, timeouts and broken bodies."""
+
+    attempts: int = 8
+    base: float = 0.5
+    cap: float = 30.0
+    max_throttles: int = 30  # consecutive 429s on one request before giving up
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+class KlaviyoClient:
+    """Sends GETs to Klaviyo; thread-safe, one per source run."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str,
+        revision: str,
+        pool_size: int = 16,
+        timeout: tuple[float, float] = (10.0, 60.0),
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._host = urlsplit(self.base_url).netloc
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        # The key lives only in this header: never in a URL, a log line or an exception.
+        self.session.headers.update(
+            {
+                "Authorization": f"Klaviyo-API-Key {api_key}",
+                "revision": revision,
+                "Accept": "application/vnd.api+json",
+            }
+        )
+        self.requests_sent = 0
+
+    def pages(
+        self,
+        path: str,
+        params: Mapping[str, str],
+        governor: Governor,
+        label: str,
+    ) -> Iterator[dict[str, Any]]:
+        """Yields every JSON:API document of a collection, following `links.next` to its end."""
+        url: str | None = self.base_url + path
+        query: Mapping[str, str] | None = params
+        while url:
+            document = self.get(url, query, governor, label)
+            yield document
+            url = (document.get("links") or {}).get("next")
+            query = None  # links.next already carries the original query
+            if url and urlsplit(url).netloc != self._host:
+                # Following it would send the key to another host.
+                raise KlaviyoAPIError(label, None, f"links.next points to another host ({urlsplit(url).netloc})")
+
+    def get(self, url: str, params: Mapping[str, str] | None, governor: Governor, label: str) -> dict[str, Any]:
+        """One document, retried as Klaviyo's guidance says; raises KlaviyoAPIError with Klaviyo's detail."""
+        attempt = throttles = 0
+        while True:
+            governor.acquire()
+            self.requests_sent += 1
+            try:
+                response = self.session.get(url, params=params, timeout=self.timeout)
+            except requests.RequestException as exc:  # reset, refused, timeout, body cut short
+                problem = f"{type(exc).__name__} (connection or body failed)"
+                attempt = self._backoff(attempt, label, problem)
+                continue
+            status = response.status_code
+            if status == 429:
+                throttles += 1
+                if throttles > self.retry.max_throttles:
+                    raise KlaviyoAPIError(label, 429, f"still throttled after {throttles} waits", "throttled")
+                wait = _retry_after(response.headers.get("Retry-After"), self.retry.delay(throttles))
+                log.info("%s: throttled by Klaviyo, all requests to it wait %.1f s", label, wait)
+                governor.throttled(wait)
+                continue
+            if status in RETRY_STATUSES:
+                attempt = self._backoff(attempt, label, f"HTTP {status}: {_error_detail(response)[1]}", status)
+                continue
+            if status >= 400:
+                raise self._error(response, label)
+            try:
+                document = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                attempt = self._backoff(attempt, label, "body is not valid JSON (cut short?)", status)
+                continue
+            if not isinstance(document, dict) or "data" not in document:
+                attempt = self._backoff(attempt, label, "body is not a JSON:API document", status)
+                continue
+            governor.observe(response.headers)
+            return document
+
+    def _backoff(self, attempt: int, label: str, problem: str, status: int | None = None) -> int:
+        if attempt + 1 >= self.retry.attempts:
+            raise KlaviyoAPIError(label, status, f"{problem}; gave up after {attempt + 1} attempts")
+        delay = self.retry.delay(attempt)
+        log.warning("%s: %s; retry %d in %.1f s", label, problem, attempt + 1, delay)
+        time.sleep(delay)
+        return attempt + 1
+
+    def _error(self, response: requests.Response, label: str) -> KlaviyoAPIError:
+        code, detail = _error_detail(response)
+        status = response.status_code
+        if status == 401:
+            return AuthenticationError(label, status, detail, code)
+        if status == 400 and "revision" in detail.lower():
+            return RevisionError(label, status, detail, code)
+        return KlaviyoAPIError(label, status, detail, code)
+
+    def scope_error(self, exc: KlaviyoAPIError, table: str, scopes: tuple[str, ...]) -> MissingScopeError:
+        return MissingScopeError(exc.endpoint, exc.status or 403, exc.detail, exc.code, table, scopes)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _retry_after(value: str | None, fallback: float) -> float:
+    """Klaviyo sends whole seconds; anything else falls back to jittered backoff."""
+    try:
+        return max(0.0, float(value)) if value is not None else fallback
+    except ValueError:
+        return fallback
+
+
+def _error_detail(response: requests.Response) -> tuple[str, str]:
+    """(code, detail) from Klaviyo's JSON:API error envelope, or a short excerpt of a non-JSON body."""
+    try:
+        errors = orjson.loads(response.content).get("errors") or []
+        first = errors[0]
+        detail = first.get("detail") or first.get("title") or ""
+        parameter = (first.get("source") or {}).get("parameter")
+        if parameter:
+            detail = f"{detail} (parameter {parameter})"
+        return str(first.get("code") or ""), detail
+    except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError):
+        text = response.text[:200].strip().replace("\n", " ")
+        return "", text or response.reason or "no detail"

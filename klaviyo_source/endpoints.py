@@ -1,0 +1,149 @@
+"""The declarative table: one row per Klaviyo endpoint the source reads.
+
+Klaviyo's endpoints differ only in data (path, key, cursor, page cap, rate tier, parent), so each is
+described once here and `resources.py` turns rows into dlt resources. Adding an endpoint is adding a
+row (and a test). Page caps, tiers and scopes are those of the pinned revision (2026-07-15); a unit test
+checks them against Klaviyo's OpenAPI spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A Klaviyo rate-limit tier: requests per 1-second burst window and per 60-second steady window."""
+
+    burst: int
+    steady: int
+
+
+XS = Tier(1, 15)
+S = Tier(3, 60)
+M = Tier(10, 150)
+L = Tier(75, 750)
+XL = Tier(350, 3500)
+
+
+class Mode(str, Enum):
+    """How a table stays current."""
+
+    WINDOW = "window"  # read [cursor - overlap, run start) on a server-side filter + sort, merge on key
+    FULL = "full"  # read everything every run, replace the table (deletions disappear)
+    CHILDREN = "children"  # read everything below each parent the parent resource yields, merge on key
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One Klaviyo collection endpoint and the table it fills.
+
+    path: relative to the base URL; `{id}` is filled with a parent's id.
+    page_size: Klaviyo's maximum `page[size]`, or None where the endpoint takes no page size.
+    cursor: the attribute windows are read on (server-side filter and sort); only for WINDOW.
+    strict_lower: the endpoint filters the cursor only with greater-than (profiles), so the lower
+        edge is sent one second early and the edge rows are filtered here.
+    overlap: how far each run re-reads behind its saved cursor (late or skewed writes).
+    parent: the table whose rows fill `{id}` (or `parent_filter`); parent_key names their column here.
+    partitions: one query (and one cursor) per value of `partition_filter`, e.g. campaign channels.
+    included: JSON:API `included` resource type -> table it is loaded into (with its parent's id).
+    json_columns: free-form objects kept as one JSON column instead of many columns or child tables.
+    """
+
+    table: str
+    path: str
+    scopes: tuple[str, ...]
+    tier: Tier
+    page_size: int | None
+    mode: Mode = Mode.FULL
+    primary_key: tuple[str, ...] = ("id",)
+    cursor: str | None = None
+    strict_lower: bool = False
+    overlap: timedelta = timedelta(minutes=2)
+    parent: str | None = None
+    parent_key: str | None = None
+    parent_filter: str | None = None
+    partition_filter: str | None = None
+    partitions: tuple[str, ...] = ()
+    params: dict[str, str] = field(default_factory=dict)
+    included: dict[str, str] = field(default_factory=dict)
+    json_columns: tuple[str, ...] = ()
+    membership: bool = False  # rows are (parent_key, profile_id, joined_group_at), not whole resources
+
+    @property
+    def write_disposition(self) -> Literal["merge", "replace"]:
+        return "replace" if self.mode is Mode.FULL else "merge"
+
+
+CAMPAIGN_CHANNELS = ("email", "sms", "mobile_push")
+PROFILE_JSON = ("properties", "subscriptions", "predictive_analytics")
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("accounts", "/accounts", ("accounts:read",), XS, None, json_columns=("contact_information",)),
+    Endpoint(
+        "events", "/events", ("events:read",), XL, 1000, Mode.WINDOW, cursor="datetime",
+        overlap=timedelta(hours=24), json_columns=("event_properties",),
+    ),
+    Endpoint(
+        "profiles", "/profiles", ("profiles:read",), L, 100, Mode.WINDOW, cursor="updated",
+        strict_lower=True, params={"additional-fields[profile]": "subscriptions"}, json_columns=PROFILE_JSON,
+    ),
+    Endpoint("metrics", "/metrics", ("metrics:read",), M, None, json_columns=("integration",)),
+    Endpoint("lists", "/lists", ("lists:read",), L, 10),
+    Endpoint("segments", "/segments", ("segments:read",), L, 10, json_columns=("definition",)),
+    Endpoint(
+        "list_members", "/lists/{id}/profiles", ("lists:read", "profiles:read"), L, 100, Mode.WINDOW,
+        primary_key=("list_id", "profile_id"), cursor="joined_group_at", parent="lists",
+        parent_key="list_id", params={"fields[profile]": "joined_group_at"}, membership=True,
+    ),
+    Endpoint(
+        "segment_members", "/segments/{id}/profiles", ("segments:read", "profiles:read"), L, 100,
+        Mode.WINDOW, primary_key=("segment_id", "profile_id"), cursor="joined_group_at",
+        parent="segments", parent_key="segment_id", params={"fields[profile]": "joined_group_at"},
+        membership=True,
+    ),
+    Endpoint(
+        "campaigns", "/campaigns", ("campaigns:read",), M, 100, Mode.WINDOW, cursor="updated_at",
+        partition_filter="equals(messages.channel,'{}')", partitions=CAMPAIGN_CHANNELS,
+        params={"include": "campaign-messages"}, included={"campaign-message": "campaign_messages"},
+        json_columns=("audiences", "send_options", "tracking_options", "send_strategy"),
+    ),
+    Endpoint(
+        "flows", "/flows", ("flows:read",), S, 50, Mode.WINDOW, cursor="updated",
+    ),
+    Endpoint(
+        "flow_actions", "/flows/{id}/flow-actions", ("flows:read",), S, 50, Mode.CHILDREN,
+        parent="flows", parent_key="flow_id", json_columns=("definition",),
+    ),
+    Endpoint(
+        "flow_messages", "/flow-actions/{id}/flow-messages", ("flows:read",), S, 50, Mode.CHILDREN,
+        parent="flow_actions", parent_key="flow_action_id", json_columns=("definition",),
+    ),
+    Endpoint("templates", "/templates", ("templates:read",), L, 10, Mode.WINDOW, cursor="updated"),
+    Endpoint("tags", "/tags", ("tags:read",), S, 50),
+    Endpoint(
+        "catalog_items", "/catalog-items", ("catalogs:read",), XL, 100,
+        json_columns=("images", "custom_metadata"),
+    ),
+    Endpoint(
+        "catalog_variants", "/catalog-variants", ("catalogs:read",), XL, 100,
+        json_columns=("images", "custom_metadata"),
+    ),
+    Endpoint("catalog_categories", "/catalog-categories", ("catalogs:read",), XL, 100),
+    Endpoint("coupons", "/coupons", ("coupons:read",), L, 100, json_columns=("monitor_configuration",)),
+    Endpoint(
+        "coupon_codes", "/coupon-codes", ("coupon-codes:read",), XL, 100, parent="coupons",
+        parent_key="coupon_id", parent_filter='any(coupon.id,["{}"])',
+    ),
+)
+
+# Tables filled from another endpoint's `included` documents (see Endpoint.included): table -> JSON columns.
+INCLUDED_TABLES: dict[str, tuple[str, ...]] = {"campaign_messages": ("definition", "send_times")}
+
+BY_TABLE: dict[str, Endpoint] = {e.table: e for e in ENDPOINTS}
+
+# Requesting predictive analytics moves profile reads to a ten times slower tier (spec description).
+PREDICTIVE_TIER = M

@@ -1,0 +1,130 @@
+"""One rate governor per Klaviyo endpoint, shared by every thread that calls it.
+
+Klaviyo counts requests per account and endpoint in two fixed windows, a 1-second burst window and a
+60-second steady window; going over either answers 429. Retrying after 429s wastes requests and, with
+many threads, turns into a storm, so requests wait here *before* they are sent: the governor counts them
+in the same windows Klaviyo uses, keeps a configurable share of the quota for the account's other
+integrations, lowers its budget when `RateLimit-Remaining` says others are using it, and stops every
+thread for `Retry-After` seconds when Klaviyo throttles anyway. No library does fixed-window,
+header-fed, shared throttling of this kind, hence this module.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from klaviyo_source.endpoints import Tier
+
+BURST_SECONDS = 1.0
+STEADY_SECONDS = 60.0
+
+
+class Governor:
+    """Admits requests so that neither Klaviyo window is exceeded.
+
+    Windows are aligned to the clock (whole seconds, whole minutes), as Klaviyo's fixed windows are;
+    `observe()` corrects the steady window from the headers when the server disagrees.
+    """
+
+    def __init__(self, tier: Tier, share: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+        self.burst_cap = max(1, math.floor(tier.burst * share))
+        self.steady_cap = max(1, math.floor(tier.steady * share))
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._burst_start = -1.0
+        self._burst_used = 0
+        self._steady_start = -1.0
+        self._steady_end = -1.0
+        self._steady_used = 0
+        self._blocked_until = 0.0
+        self.waited = 0.0  # seconds threads spent waiting here, for progress reports
+
+    def _roll(self, now: float) -> None:
+        burst_start = math.floor(now / BURST_SECONDS) * BURST_SECONDS
+        if burst_start != self._burst_start:
+            self._burst_start, self._burst_used = burst_start, 0
+        if now >= self._steady_end:
+            self._steady_start = math.floor(now / STEADY_SECONDS) * STEADY_SECONDS
+            self._steady_end = self._steady_start + STEADY_SECONDS
+            self._steady_used = 0
+
+    def acquire(self) -> None:
+        """Blocks until a request may be sent, then counts it."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                if now >= self._blocked_until:
+                    self._roll(now)
+                    if self._steady_used < self.steady_cap and self._burst_used < self.burst_cap:
+                        self._steady_used += 1
+                        self._burst_used += 1
+                        return
+                    if self._steady_used >= self.steady_cap:
+                        wake = self._steady_end
+                    else:
+                        wake = self._burst_start + BURST_SECONDS
+                else:
+                    wake = self._blocked_until
+                delay = max(wake - now, 0.001)
+                self.waited += delay
+            time.sleep(delay)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Feeds `RateLimit-Limit/Remaining/Reset` of a normal answer into the steady window."""
+        limit = _first_int(headers.get("RateLimit-Limit"))
+        remaining = _first_int(headers.get("RateLimit-Remaining"))
+        reset = _first_int(headers.get("RateLimit-Reset"))
+        if limit is None or remaining is None or reset is None:
+            return
+        with self._lock:
+            now = self._clock()
+            self._roll(now)
+            server_end = now + reset
+            # The server's window ends elsewhere than ours (another clock or alignment): adopt its end,
+            # rounded up, because Reset is whole seconds and waiting a little too long costs nothing.
+            if abs(server_end - self._steady_end) > 2.0:
+                self._steady_end = server_end + 1.0
+            # Others use the same account quota: plan on no more than what the server says is left,
+            # less the part of the quota we leave to them.
+            reserve = max(0, limit - self.steady_cap)
+            used_as_seen = self.steady_cap - max(0, remaining - reserve)
+            if used_as_seen > self._steady_used:
+                self._steady_used = used_as_seen
+
+    def throttled(self, retry_after: float) -> None:
+        """Klaviyo answered 429: every thread waits `retry_after` seconds, then the windows start anew."""
+        with self._lock:
+            until = self._clock() + retry_after
+            if until > self._blocked_until:
+                self._blocked_until = until
+            self._steady_end = min(self._steady_end, until)
+
+
+def _first_int(value: str | None) -> int | None:
+    """`RateLimit-*` headers may carry a policy list (`700, 700;w=60`); the first number is the value."""
+    if not value:
+        return None
+    head = value.split(",", 1)[0].split(";", 1)[0].strip()
+    try:
+        return int(float(head))
+    except ValueError:
+        return None
+
+
+class GovernorRegistry:
+    """Governors by endpoint key, created on first use; one registry per source instance."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self._governors: dict[str, Governor] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, tier: Tier) -> Governor:
+        with self._lock:
+            governor = self._governors.get(key)
+            if governor is None:
+                governor = self._governors[key] = Governor(tier, self.share)
+            return governor

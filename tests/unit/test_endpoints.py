@@ -1,0 +1,86 @@
+"""The endpoint table agrees with Klaviyo's spec at the pinned revision: caps, tiers, scopes, cursors."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from klaviyo_source.endpoints import ENDPOINTS, PREDICTIVE_TIER, Endpoint, Mode
+from tests.spec import load_spec
+
+
+def operation(endpoint: Endpoint) -> dict[str, Any]:
+    return load_spec()["paths"]["/api" + endpoint.path]["get"]
+
+
+def parameter(op: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((p for p in op["parameters"] if p.get("name") == name), None)
+
+
+def rate(value: str) -> int:
+    return int(re.match(r"(\d+)/", value).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.table)
+def test_page_size_is_the_spec_maximum(endpoint: Endpoint) -> None:
+    page = parameter(operation(endpoint), "page[size]")
+    if endpoint.page_size is None:
+        assert page is None
+    else:
+        assert page is not None and page["schema"]["maximum"] == endpoint.page_size
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.table)
+def test_rate_tier_and_scopes(endpoint: Endpoint) -> None:
+    op = operation(endpoint)
+    limits = op["x-klaviyo-ratelimit"]
+    assert (rate(limits["burst"]), rate(limits["steady"])) == (endpoint.tier.burst, endpoint.tier.steady)
+    assert set(op["x-klaviyo-scopes"]) == set(endpoint.scopes)
+
+
+@pytest.mark.parametrize("endpoint", [e for e in ENDPOINTS if e.mode is Mode.WINDOW], ids=lambda e: e.table)
+def test_cursor_is_sortable_and_filterable_as_used(endpoint: Endpoint) -> None:
+    op = operation(endpoint)
+    assert endpoint.cursor in parameter(op, "sort")["schema"]["enum"]  # type: ignore[index]
+    operators = op["x-klaviyo-filters"][endpoint.cursor]["operators"]["single"]
+    lower = "greater-than" if endpoint.strict_lower else "greater-or-equal"
+    assert lower in operators and "less-than" in operators
+    if not endpoint.strict_lower:
+        assert "greater-than" in operators  # sanity: strict_lower is only for endpoints lacking >=
+
+
+def test_profiles_need_strict_lower_bound() -> None:
+    """Profiles' updated filter has no greater-or-equal: the table must know it."""
+    profiles = next(e for e in ENDPOINTS if e.table == "profiles")
+    ops = operation(profiles)["x-klaviyo-filters"]["updated"]["operators"]["single"]
+    assert "greater-or-equal" not in ops and profiles.strict_lower
+
+
+@pytest.mark.parametrize("endpoint", [e for e in ENDPOINTS if e.params], ids=lambda e: e.table)
+def test_extra_parameters_are_allowed_values(endpoint: Endpoint) -> None:
+    op = operation(endpoint)
+    for name, value in endpoint.params.items():
+        param = parameter(op, name)
+        assert param is not None, name
+        schema = param["schema"]
+        allowed = schema.get("items", schema).get("enum")
+        for part in value.split(","):
+            assert allowed is None or part in allowed, (name, part)
+
+
+def test_predictive_tier_is_in_the_spec_text() -> None:
+    text = operation(next(e for e in ENDPOINTS if e.table == "profiles"))["description"]
+    assert f"{PREDICTIVE_TIER.burst}/s" in text and f"{PREDICTIVE_TIER.steady}/m" in text
+
+
+@pytest.mark.parametrize("endpoint", [e for e in ENDPOINTS if e.parent_filter or e.partition_filter],
+                         ids=lambda e: e.table)
+def test_fixed_filters_use_allowed_fields(endpoint: Endpoint) -> None:
+    filters = operation(endpoint)["x-klaviyo-filters"]
+    for template in (endpoint.parent_filter, endpoint.partition_filter):
+        if template:
+            op, field, value = re.match(r"([a-z-]+)\(([^,]+),(.*)\)$", template).groups()  # type: ignore[union-attr]
+            shape = "list" if value.startswith("[") else "single"
+            assert op in filters[field]["operators"].get(shape, ()), (template, shape)

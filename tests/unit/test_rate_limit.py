@@ -1,0 +1,83 @@
+"""The governor admits what Klaviyo's fixed windows allow, and no more (a fake clock: no sleeping)."""
+
+from __future__ import annotations
+
+import pytest
+
+from klaviyo_source import rate_limit
+from klaviyo_source.endpoints import Tier
+from klaviyo_source.rate_limit import Governor
+
+
+class FakeClock:
+    def __init__(self, start: float) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock(1_000_020.0)  # 20 s into a minute
+    monkeypatch.setattr(rate_limit.time, "sleep", fake.sleep)
+    return fake
+
+
+def admitted_per_window(governor: Governor, clock: FakeClock, requests: int) -> dict[int, int]:
+    per_second: dict[int, int] = {}
+    for _ in range(requests):
+        governor.acquire()
+        per_second[int(clock.now)] = per_second.get(int(clock.now), 0) + 1
+    return per_second
+
+
+def test_burst_window_caps_each_second(clock: FakeClock) -> None:
+    governor = Governor(Tier(burst=3, steady=100), clock=clock)
+    counts = admitted_per_window(governor, clock, 10)
+    assert max(counts.values()) == 3 and sum(counts.values()) == 10
+
+
+def test_steady_window_caps_each_minute(clock: FakeClock) -> None:
+    governor = Governor(Tier(burst=50, steady=60), clock=clock)
+    per_minute: dict[int, int] = {}
+    for _ in range(150):
+        governor.acquire()
+        per_minute[int(clock.now // 60)] = per_minute.get(int(clock.now // 60), 0) + 1
+    assert max(per_minute.values()) == 60
+    assert sum(per_minute.values()) == 150
+
+
+def test_share_leaves_room_for_other_integrations(clock: FakeClock) -> None:
+    governor = Governor(Tier(burst=10, steady=100), share=0.5, clock=clock)
+    assert (governor.burst_cap, governor.steady_cap) == (5, 50)
+
+
+def test_remaining_header_lowers_the_budget(clock: FakeClock) -> None:
+    governor = Governor(Tier(burst=100, steady=100), clock=clock)
+    governor.acquire()
+    governor.observe({"RateLimit-Limit": "100", "RateLimit-Remaining": "2", "RateLimit-Reset": "40"})
+    start = clock.now
+    governor.acquire()
+    governor.acquire()
+    assert clock.now == start  # the two the server still allows
+    governor.acquire()
+    assert clock.now >= start + 39  # the third waits for the server's window to reset
+
+
+def test_retry_after_stops_every_caller(clock: FakeClock) -> None:
+    governor = Governor(Tier(burst=100, steady=1000), clock=clock)
+    governor.throttled(7)
+    start = clock.now
+    governor.acquire()
+    assert clock.now >= start + 7
+
+
+def test_header_policy_lists_are_parsed() -> None:
+    assert rate_limit._first_int("700, 700;w=60") == 700
+    assert rate_limit._first_int("") is None
