@@ -218,6 +218,18 @@ def _typed(field: str, rule: dict[str, Any], token: Any) -> Any:
     raise FilterError(f"Invalid filter provided: '{text}' is not a valid {kind} for '{field}'.")
 
 
+def _allowed(rule: dict[str, Any], shape: str) -> tuple[str, ...]:
+    """Operators allowed with this operand shape.
+
+    `equals` that takes a list also takes a single value: the spec's own example for coupon codes is
+    `equals(coupon.id,'10OFF')` although x-klaviyo-filters lists `equals` there only with a list.
+    """
+    allowed = tuple(rule.get(shape, ()))
+    if shape == "single" and "equals" in rule.get("list", ()):
+        allowed += ("equals",)
+    return allowed
+
+
 def conditions(text: str, rules: dict[str, dict[str, Any]]) -> tuple[Cond, ...]:
     """Parse `text` and check every condition against `rules` (field -> x-klaviyo-filters entry)."""
     out: list[Cond] = []
@@ -226,7 +238,7 @@ def conditions(text: str, rules: dict[str, dict[str, Any]]) -> tuple[Cond, ...]:
         if rule is None:
             raise FilterError(f"Invalid filter provided: '{raw.field}' is not a filterable field.")
         shape = "list" if isinstance(raw.value, list) else "single" if raw.has_value else "none"
-        if raw.op not in rule.get(shape, ()):
+        if raw.op not in _allowed(rule, shape):
             allowed = sorted({op for s in ("single", "list", "none") for op in rule.get(s, ())})
             raise FilterError(
                 f"Invalid filter provided: operator '{raw.op}' with a {shape} operand is not allowed "

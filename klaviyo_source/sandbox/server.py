@@ -48,6 +48,9 @@ _REASONS = {
     504: "Gateway Timeout",
 }
 _TITLES = {
+    400: "Invalid input.",
+    404: "Not found.",
+    409: "Conflict.",
     500: "A server error occurred.",
     502: "Bad gateway.",
     503: "Service unavailable.",
@@ -320,9 +323,11 @@ class _Handler(BaseHTTPRequestHandler):
     # --- /api ---------------------------------------------------------------------------------------
 
     def handle_api(self, method: str, path: str, query_string: str, body: bytes) -> None:
+        """Answer one /api request; stats are counted before the answer leaves, so clients see them."""
         sb = self.sandbox
         template = path
-        status = 500
+        headers: dict[str, str] = {}
+        truncate = False
         try:
             fired = sb.faults.roll(path)
             if sb.faults.latency:
@@ -331,34 +336,34 @@ class _Handler(BaseHTTPRequestHandler):
             for fault in fired:
                 sb.stats.fault(fault.kind)
                 if fault.kind == "reset":
-                    status = 0
+                    sb.stats.count(method, template, 0)
                     self.reset_connection()
                     return
                 if fault.kind in PRE_KINDS:
-                    title = _TITLES.get(fault.status, "Server error.")
-                    raise ApiError(fault.status, "error", title, "An injected fault occurred.")
+                    raise ApiError(
+                        fault.status, "error", _TITLES[fault.status], "An injected fault occurred."
+                    )
                 post_faults.append(fault)
             route = sb.rules.route(method, path[len("/api") :])
             template = "/api" + route.template
             params = parse_qsl(query_string, keep_blank_values=True)
             account = self.authorize(route)
-            rate_headers = self.rate_limit(route, account, params)
+            headers = self.rate_limit(route, account, params)
             payload = self.answer(route, params, body, account, post_faults)
             status = 200
             truncate = any(f.kind == "truncate" for f in post_faults)
-            self.send(200, payload, rate_headers, truncate=truncate)
         except ApiError as err:
-            status = err.status
-            self.send(status, error_body(status, err.code, err.title, err.detail, err.parameter), err.headers)
+            status, headers = err.status, err.headers
+            payload = error_body(status, err.code, err.title, err.detail, err.parameter)
         except StoreError as err:
             status = err.status
-            self.send(status, error_body(status, err.code, "Invalid input.", err.detail, err.parameter))
+            payload = error_body(status, err.code, _TITLES.get(status, "Error."), err.detail, err.parameter)
         except Exception:
             traceback.print_exc(file=sys.stderr)
             status = 500
-            self.send(500, error_body(500, "error", "A server error occurred.", "Internal error."))
-        finally:
-            sb.stats.count(method, template, status)
+            payload = error_body(500, "error", _TITLES[500], "Internal error.")
+        sb.stats.count(method, template, status)
+        self.send(status, payload, headers, truncate=truncate)
 
     def authorize(self, route: Route) -> str:
         """401 without a valid key, 400 for a bad revision, 403 when the key lacks a scope."""
