@@ -9,6 +9,7 @@ letting pages pile up in memory.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections import deque
@@ -105,10 +106,8 @@ class TaskPool(Generic[T]):
 
     def _drop_one(self) -> None:
         """On shutdown nobody reads results any more; make room for a worker's final marker."""
-        try:
+        with contextlib.suppress(queue.Empty):
             self._out.get_nowait()
-        except queue.Empty:
-            pass
 
     def _drain(self, threads: list[threading.Thread]) -> None:
         while any(t.is_alive() for t in threads):

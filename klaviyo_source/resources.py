@@ -171,32 +171,33 @@ class EndpointReader:
                 return
             raise
 
-    def _chain_task(self, fixed_filter: str | None, parent_id: str | None):  # noqa: ANN202
+    def _chain_task(self, fixed_filter: str | None, parent_id: str | None):
         def run(pool: TaskPool[Any]) -> Iterator[Any]:
             for document in self._pages(fixed_filter, parent_id, {}):
                 yield from self._items(document["data"], document, parent_id)
 
         return run
 
-    def _window_task(self, window: Window, fixed_filter: str | None, parent_id: str | None):  # noqa: ANN202
+    def _window_task(self, window: Window, fixed_filter: str | None, parent_id: str | None):
         ep = self.ep
-        assert ep.cursor is not None
-        extra = {"filter": ",".join(window.filter(ep.cursor, ep.strict_lower)), "sort": ep.cursor}
+        field = ep.cursor
+        assert field is not None
+        extra = {"filter": ",".join(window.filter(field, ep.strict_lower)), "sort": field}
 
         def run(pool: TaskPool[Any]) -> Iterator[Any]:
             for document in self._pages(fixed_filter, parent_id, extra):
                 data = document["data"]
                 if ep.strict_lower:
-                    data = [r for r in data if window.contains(cursor_value(r, ep.cursor))]
+                    data = [r for r in data if window.contains(cursor_value(r, field))]
                 more = bool((document.get("links") or {}).get("next"))
                 if more and len(data) > 1 and pool.idle() > 0:
-                    first, last = cursor_value(data[0], ep.cursor), cursor_value(data[-1], ep.cursor)
+                    first, last = cursor_value(data[0], field), cursor_value(data[-1], field)
                     if first and last and first < last and window.hi - last >= 2 * SECOND:
                         pages_left = estimate_pages(window, first, last)
                         if pages_left >= 2:
                             # Hand the rest of the window to idle workers. Rows at `last` may continue on
                             # the next page, so they are left to the new window that starts there.
-                            keep = [r for r in data if cursor_value(r, ep.cursor) < last]  # type: ignore[operator]
+                            keep = [r for r in data if (cursor_value(r, field) or last) < last]
                             yield from self._items(keep, document, parent_id)
                             rest = Window(last, window.hi)
                             for sub in rest.split(min(int(pages_left), pool.idle() + 1)):

@@ -62,7 +62,10 @@ class Column:
     key: bool = False  # part of the primary key: never null
 
 
-def attr(name: str, arrow_type: pa.DataType = pa.string(), convert: Callable[[Any], Any] | None = None) -> Column:
+STRING = pa.string()
+
+
+def attr(name: str, arrow_type: pa.DataType = STRING, convert: Callable[[Any], Any] | None = None) -> Column:
     return Column(name, arrow_type, lambda r: r["attributes"].get(name), convert)
 
 
@@ -71,7 +74,7 @@ def json_attr(name: str) -> Column:
 
 
 def nested(
-    parent: str, name: str, arrow_type: pa.DataType = pa.string(), convert: Callable[[Any], Any] | None = None
+    parent: str, name: str, arrow_type: pa.DataType = STRING, convert: Callable[[Any], Any] | None = None
 ) -> Column:
     return Column(f"{parent}__{name}", arrow_type, lambda r: (r["attributes"].get(parent) or {}).get(name), convert)
 

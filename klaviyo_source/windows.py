@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 
 import pendulum
 
@@ -75,7 +76,7 @@ class Window:
         span = int((self.hi - lo).total_seconds())
         parts = max(1, min(parts, span))
         edges = [lo + timedelta(seconds=span * i // parts) for i in range(parts)] + [self.hi]
-        for a, b in zip(edges, edges[1:]):
+        for a, b in pairwise(edges):
             if a < b:
                 yield Window(a, b)
 

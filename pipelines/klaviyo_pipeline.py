@@ -15,7 +15,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -88,12 +88,11 @@ def make_pipeline(args: argparse.Namespace) -> dlt.Pipeline:
     destination: Any = args.destination
     if destination == "duckdb":
         destination = dlt.destinations.duckdb(args.duckdb_file or f"{args.pipeline_name}.duckdb")
+    options: dict[str, Any] = {"pipelines_dir": args.pipelines_dir} if args.pipelines_dir else {}
+    if args.log_level.upper() in ("DEBUG", "INFO"):
+        options["progress"] = "log"
     return dlt.pipeline(
-        pipeline_name=args.pipeline_name,
-        destination=destination,
-        dataset_name=args.dataset,
-        pipelines_dir=args.pipelines_dir,
-        progress="log" if args.log_level.upper() in ("DEBUG", "INFO") else "none",
+        pipeline_name=args.pipeline_name, destination=destination, dataset_name=args.dataset, **options
     )
 
 
@@ -126,7 +125,8 @@ def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dlt.Pi
 def load(pipeline: dlt.Pipeline, source: Any, refresh: str | None) -> None:
     started = time.monotonic()
     info = pipeline.run(source, refresh=refresh, loader_file_format="parquet")  # type: ignore[arg-type]
-    counts = pipeline.last_trace.last_normalize_info.row_counts if pipeline.last_trace else {}
+    normalized = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
+    counts = normalized.row_counts if normalized else {}
     rows = {t: n for t, n in sorted(counts.items()) if not t.startswith("_dlt")}
     log.info("loaded %s rows in %.1f s: %s", f"{sum(rows.values()):,}", time.monotonic() - started,
              ", ".join(f"{t}={n:,}" for t, n in rows.items()) or "nothing new")
@@ -159,23 +159,25 @@ def print_demo_summary(pipeline: dlt.Pipeline) -> None:
         print(f"\nLoaded into {pipeline.destination_client().config} dataset {pipeline.dataset_name}:")
         for table in TABLES:
             try:
-                count = client.execute_sql(f"select count(*) from {table}")[0][0]  # noqa: S608
+                count = (client.execute_sql(f"select count(*) from {table}") or [[0]])[0][0]
             except Exception:  # a table the run did not create
                 continue
             print(f"  {table:<20} {count:>9,}")
         for title, sql in DEMO_QUERIES.items():
             print(f"\n-- {title}{sql};")
-            for row in client.execute_sql(sql):
+            for row in client.execute_sql(sql) or []:
                 print("   ", " | ".join(str(v) for v in row))
-    file = pipeline.destination_client().config.credentials  # type: ignore[attr-defined]
-    print(f"\nTry it yourself: duckdb {getattr(file, 'database', file)}  (tables are in schema {pipeline.dataset_name})")
+    file = pipeline.destination_client().config.credentials
+    where = getattr(file, "database", file)
+    print(f"\nTry it yourself: duckdb {where}  (tables are in schema {pipeline.dataset_name})")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        with demo_sandbox(args) if args.demo else nullcontext({}) as extra:
+        context: AbstractContextManager[dict[str, Any]] = demo_sandbox(args) if args.demo else nullcontext({})
+        with context as extra:
             pipeline = run(args, extra)
             if args.demo:
                 print_demo_summary(pipeline)

@@ -9,7 +9,7 @@ from klaviyo_source.concurrency import TaskPool
 
 
 def test_every_result_of_every_task_once_including_tasks_added_on_the_way() -> None:
-    def task(n: int):  # noqa: ANN202
+    def task(n: int):
         def run(pool: TaskPool[int]) -> Iterator[int]:
             if n < 40:
                 pool.submit(task(n * 2))

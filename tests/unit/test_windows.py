@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 
 import pytest
 
@@ -25,7 +26,7 @@ def test_split_is_a_partition_on_whole_seconds() -> None:
     window = Window(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, 0, 0, 10, tzinfo=UTC))
     parts = list(window.split(3))
     assert parts[0].lo == window.lo and parts[-1].hi == window.hi
-    assert all(a.hi == b.lo for a, b in zip(parts, parts[1:]))
+    assert all(a.hi == b.lo for a, b in pairwise(parts))
     assert all(p.lo.microsecond == 0 for p in parts)  # type: ignore[union-attr]
     # Every instant of the window is in exactly one part.
     instant = window.lo
