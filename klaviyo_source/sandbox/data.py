@@ -381,7 +381,7 @@ class World:
 
     def _tags_for(self, rng: random.Random) -> list[int]:
         tags = self.live("tags")
-        if not tags or rng.random() < 0.35:
+        if not tags or rng.random() < 0.2:
             return []
         return sorted(rng.sample(tags, min(len(tags), rng.choice((1, 1, 2)))))
 
@@ -1177,6 +1177,26 @@ class ProfileView:
         if (self._h(i) >> 52) % 100 >= 18:
             return None
         return f"{mix64(i, self.salt + 3):016x}{mix64(i, self.salt + 4):016x}{i:032x}"
+
+    def push_token_id(self, i: int) -> str:
+        return uuid_like(i, self.salt + 9)
+
+    def push_token_attributes(self, i: int) -> dict[str, Any]:
+        h = mix64(i, self.salt + 10)
+        ios = h % 3 != 0
+        recorded = iso(self._since_created(i, h))
+        return {
+            "created": recorded, "token": self.push_token(i),
+            "enablement_status": "AUTHORIZED" if h % 10 else "DENIED",
+            "platform": "ios" if ios else "android", "vendor": "apns" if ios else "fcm",
+            "background": "AVAILABLE", "recorded_date": recorded,
+            "metadata": {"device_id": f"{h:016X}"[:16], "klaviyo_sdk": "swift" if ios else "android",
+                         "sdk_version": "4.2.1", "device_model": "iPhone15,2" if ios else "Pixel 8",
+                         "os_name": "ios" if ios else "android", "os_version": "17.5" if ios else "14",
+                         "manufacturer": "Apple" if ios else "Google", "app_name": self.w.brand.name,
+                         "app_version": "3.8.0", "app_build": "380", "app_id": f"com.{self.w.brand.sku.lower()}.app",
+                         "environment": "release"},
+        }
 
     def suppressions(self, i: int) -> tuple[list[tuple[str, int]], list[tuple[str, str, int]]]:
         """Email marketing suppressions: ([(reason, ts)], [(list_id, reason, ts)]), mostly empty."""

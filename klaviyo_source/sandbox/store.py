@@ -443,7 +443,7 @@ class Profiles(Collection):
 
     rtype, path = "profile", "profiles"
     default_sort = ("created", True)
-    rels = {"lists": ("lists", False), "segments": ("segments", False)}
+    rels = {"lists": ("lists", False), "segments": ("segments", False), "push-tokens": ("push_tokens", False)}
     narrowable = frozenset({"created", "updated"})
     _SUPPRESSION = "subscriptions.email.marketing.suppression."
     _LIST_SUPPRESSION = "subscriptions.email.marketing.list_suppressions."
@@ -539,6 +539,8 @@ class Profiles(Collection):
         return attrs
 
     def targets(self, i: int, rel: str) -> Any:
+        if rel == "push-tokens":
+            return [i] if self.view.push_token(i) else []
         groups = self.world.members["list" if rel == "lists" else "segment"]
         return [g for g, joined in enumerate(groups) if i in joined]
 
@@ -558,6 +560,35 @@ class Profiles(Collection):
                 values.pop(self.finders[field](i), None)  # type: ignore[arg-type]
         for i in items:
             self.flags[i] = 0
+
+
+class PushTokens(Collection):
+    """Push tokens, one per profile that has the app; reachable only through `include=push-tokens`."""
+
+    rtype, path = "push-token", "push-tokens"
+    rels = {"profile": ("profiles", True)}
+
+    def __init__(self, profiles: Profiles) -> None:
+        super().__init__()
+        self.profiles = profiles
+
+    def records(self) -> Iterable[int]:
+        return (i for i in self.profiles.records() if self.alive(i))
+
+    def alive(self, i: int) -> bool:
+        return self.profiles.alive(i) and self.profiles.view.push_token(i) is not None
+
+    def ident(self, i: int) -> str:
+        return self.profiles.view.push_token_id(i)
+
+    def value(self, i: int, field: str) -> Any:
+        return None
+
+    def attributes(self, i: int, extra: tuple[str, ...]) -> dict[str, Any]:
+        return self.profiles.view.push_token_attributes(i)
+
+    def targets(self, i: int, rel: str) -> Any:
+        return i
 
 
 class Members(Collection):
@@ -801,7 +832,8 @@ class Store:
         self._secret = hashlib.blake2s(f"klaviyo-sandbox:{seed}:{account_id}".encode()).digest()
         self.profiles = Profiles(self.world)
         self.events = Events(self.world, self)
-        self.colls: dict[str, Collection] = {"events": self.events, "profiles": self.profiles}
+        self.colls: dict[str, Collection] = {"events": self.events, "profiles": self.profiles,
+                                             "push_tokens": PushTokens(self.profiles)}
         self.colls.update(self._row_collections())
         self._members: dict[tuple[str, int], Members] = {}
         self._ops: dict[str, Callable[..., dict[str, Any]]] = {
@@ -1011,14 +1043,14 @@ class Store:
             for name, (table, to_one) in coll.rels.items():
                 target = self.colls[table]
                 found = coll.targets(i, name)
-                data: Any
-                if to_one:
-                    data = ({"type": target.rtype, "id": target.ident(found)}
-                            if found is not None and target.alive(found) else None)
-                else:
-                    data = [{"type": target.rtype, "id": target.ident(j)} for j in found if target.alive(j)]
-                rels[name] = {"data": data,
-                              "links": {"self": f"{base}relationships/{name}/", "related": f"{base}{name}/"}}
+                rel: dict[str, Any] = {}
+                if not to_one:
+                    rel["data"] = [{"type": target.rtype, "id": target.ident(j)} for j in found if target.alive(j)]
+                elif found is not None and target.alive(found):
+                    rel["data"] = {"type": target.rtype, "id": target.ident(found)}
+                # an empty to-one has links only: the spec's `data` is a non-nullable object
+                rel["links"] = {"self": f"{base}relationships/{name}/", "related": f"{base}{name}/"}
+                rels[name] = rel
             resource["relationships"] = rels
         resource["links"] = {"self": base}
         return resource
