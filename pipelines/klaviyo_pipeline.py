@@ -33,7 +33,7 @@ CHUNKED_TABLES = ("events", "profiles")
 DEMO_QUERIES = {
     "Revenue by day (Placed Order)": """
         select date_trunc('day', e.datetime) as day, count(*) as orders,
-               round(sum((e.event_properties->>'$value')::double), 2) as revenue
+               round(sum((e.event_properties->>'$."$value"')::double), 2) as revenue
         from events e join metrics m on m.id = e.metric_id
         where m.name = 'Placed Order'
         group by 1 order by 1 desc limit 5""",

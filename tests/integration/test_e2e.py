@@ -41,7 +41,7 @@ def test_columns_are_typed_for_analysts(loader: Loader) -> None:
         assert types("campaigns")["updated_at"].startswith("TIMESTAMP WITH TIME ZONE")
         # JSON columns answer JSON paths in DuckDB.
         value = client.execute_sql(
-            "select count(*) from events where event_properties->>'$value' is not null")[0][0]
+            """select count(*) from events where event_properties->>'$."$value"' is not null""")[0][0]
         assert value > 0
 
 
@@ -75,7 +75,7 @@ def test_mutations_are_picked_up_exactly(loader: Loader, sandbox: Sandbox) -> No
     events = set(loader.keys("events"))
     assert set(new["ids"]) <= events and set(late["ids"]) <= events
     assert not set(future["ids"]) & events
-    assert loader.events_until() < datetime.now(timezone.utc)
+    assert (loader.events_until() or datetime.max.replace(tzinfo=timezone.utc)) < datetime.now(timezone.utc)
 
 
 def test_rerun_on_a_fresh_machine_resumes_from_destination_state(loader: Loader, sandbox: Sandbox) -> None:
