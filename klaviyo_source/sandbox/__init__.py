@@ -63,7 +63,7 @@ class Sandbox:
             "faults": faults or [],
         }
         self._server: SandboxServer | None = None
-        self._process: subprocess.Popen[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._http = requests.Session()
         self.base_url = ""
         self.api_key = ""
@@ -94,27 +94,32 @@ class Sandbox:
         for f in dataclasses.fields(self.sizes):
             command += [f"--{f.name.replace('_', '-')}", str(getattr(self.sizes, f.name))]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
         announced = dict(line.split("=", 1) for line in self._read_lines(self._process, 2))
         self.base_url, self.api_key = announced["base_url"], announced["api_key"]
 
-    def _read_lines(self, process: subprocess.Popen[str], count: int) -> list[str]:
-        """The first `count` stdout lines of the child, within the startup timeout."""
+    def _read_lines(self, process: subprocess.Popen[bytes], count: int) -> list[str]:
+        """The first `count` stdout lines of the child, within the startup timeout.
+
+        Reads the pipe's file descriptor directly: a buffered reader could swallow both lines at once
+        and leave the selector waiting for data that never comes.
+        """
         assert process.stdout is not None
+        fd = process.stdout.fileno()
         deadline = time.monotonic() + self.startup_timeout
-        lines: list[str] = []
+        buffer = b""
         with selectors.DefaultSelector() as selector:
-            selector.register(process.stdout, selectors.EVENT_READ)
-            while len(lines) < count:
+            selector.register(fd, selectors.EVENT_READ)
+            while buffer.count(b"\n") < count:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not selector.select(remaining):
                     self.stop()
                     raise TimeoutError("sandbox process did not start in time")
-                line = process.stdout.readline()
-                if not line:
+                chunk = os.read(fd, 4096)
+                if not chunk:
                     raise RuntimeError(f"sandbox process exited with code {process.wait()}")
-                lines.append(line.strip())
-        return lines
+                buffer += chunk
+        return buffer.decode().splitlines()[:count]
 
     def stop(self) -> None:
         if self._server is not None:
