@@ -89,8 +89,6 @@ def make_pipeline(args: argparse.Namespace) -> dlt.Pipeline:
     if destination == "duckdb":
         destination = dlt.destinations.duckdb(args.duckdb_file or f"{args.pipeline_name}.duckdb")
     options: dict[str, Any] = {"pipelines_dir": args.pipelines_dir} if args.pipelines_dir else {}
-    if args.log_level.upper() in ("DEBUG", "INFO"):
-        options["progress"] = "log"
     return dlt.pipeline(
         pipeline_name=args.pipeline_name, destination=destination, dataset_name=args.dataset, **options
     )
@@ -147,7 +145,10 @@ def root_cause(exc: BaseException) -> BaseException:
 def demo_sandbox(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     from klaviyo_source.sandbox import Sandbox  # the connector itself never needs the sandbox
 
-    with Sandbox(seed=1, events=50_000, profiles=5_000, rate_limits="real") as sandbox:
+    # History ends a minute ago, so the first load is the whole account; the demo always loads anew.
+    anchor = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
+    with Sandbox(seed=1, events=50_000, profiles=5_000, rate_limits="real", anchor=anchor) as sandbox:
+        args.full_refresh = True
         args.duckdb_file = args.duckdb_file or "klaviyo_demo.duckdb"
         args.pipeline_name = "klaviyo_demo" if args.pipeline_name == "klaviyo" else args.pipeline_name
         print(f"Klaviyo sandbox at {sandbox.base_url} (seeded, 50,000 events, 5,000 profiles)")
