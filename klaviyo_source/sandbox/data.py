@@ -50,10 +50,12 @@ class Sizes:
 
 
 _DAY_TEXT: dict[int, str] = {}
+_HOURS = [f"{h:02d}" for h in range(24)]
+_MINUTES_SECONDS = [f"{m:02d}:{s:02d}" for m in range(60) for s in range(60)]
 
 
 def iso(ts: int | None) -> str | None:
-    """Epoch seconds -> Klaviyo's `2024-05-01T12:00:00+00:00`; the date part is cached per day."""
+    """Epoch seconds -> Klaviyo's `2024-05-01T12:00:00+00:00`, from cached pieces (it runs per event)."""
     if ts is None or ts == NO_TIME:
         return None
     day, sec = divmod(ts, DAY)
@@ -61,7 +63,7 @@ def iso(ts: int | None) -> str | None:
     if text is None:
         text = _DAY_TEXT[day] = time.strftime("%Y-%m-%d", time.gmtime(day * DAY))
     hours, rest = divmod(sec, 3600)
-    return f"{text}T{hours:02d}:{rest // 60:02d}:{rest % 60:02d}+00:00"
+    return f"{text}T{_HOURS[hours]}:{_MINUTES_SECONDS[rest]}+00:00"
 
 
 def pick(seq: tuple[Any, ...] | list[Any], h: int) -> Any:

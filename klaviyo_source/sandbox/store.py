@@ -207,6 +207,10 @@ class Collection:
         """Related record numbers: an int or None for to-one, a list for to-many."""
         raise NotImplementedError
 
+    def ref(self, i: int) -> dict[str, str]:
+        """A resource identifier object, `{"type", "id"}`."""
+        return {"type": self.rtype, "id": self.ident(i)}
+
     # -- overridable defaults -------------------------------------------------------------------
     def lookup(self, cond: Cond) -> set[int] | None:
         """A small candidate set when the condition pins records down (ids, emails...), else None."""
@@ -279,6 +283,7 @@ class Rows(Collection):
         self.computed = computed or {}  # relationships derived from other tables
         self.derived = derived or {}  # filter fields derived from relationships
         self.by_id = {row.id: i for i, row in enumerate(rows) if row.alive}
+        self._refs: dict[int, dict[str, str]] = {}
 
     def records(self) -> list[int]:
         return [i for i, row in enumerate(self.rows) if row.alive]
@@ -288,6 +293,13 @@ class Rows(Collection):
 
     def ident(self, i: int) -> str:
         return self.rows[i].id
+
+    def ref(self, i: int) -> dict[str, str]:
+        """Cached: every event names one of a few metrics. Shared, so read-only like all output."""
+        found = self._refs.get(i)
+        if found is None:
+            found = self._refs[i] = super().ref(i)
+        return found
 
     def value(self, i: int, field: str) -> Any:
         derive = self.derived.get(field)
@@ -836,6 +848,7 @@ class Store:
                                              "push_tokens": PushTokens(self.profiles)}
         self.colls.update(self._row_collections())
         self._members: dict[tuple[str, int], Members] = {}
+        self._plans: dict[str, list[tuple[str, Collection, bool]]] = {}
         self._ops: dict[str, Callable[..., dict[str, Any]]] = {
             "add_events": self._add_events, "add_profiles": self._add_profiles,
             "update_profiles": self._update_profiles, "delete_profiles": self._delete_profiles,
@@ -1032,28 +1045,35 @@ class Store:
         return (i for i in records if all(test(i) for test in tests))
 
     def _resource(self, coll: Collection, i: int, q: Query, trees: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """One JSON:API resource object; links are path-only (`/api/...`), the HTTP layer adds the host."""
         ident = coll.ident(i)
         attrs = coll.attributes(i, q.additional_fields.get(coll.rtype, ()))
         tree = trees.get(coll.rtype)
-        resource: dict[str, Any] = {"type": coll.rtype, "id": ident,
-                                    "attributes": _trim(attrs, tree) if tree is not None else attrs}
+        if tree is not None:
+            attrs = _trim(attrs, tree)
+        resource: dict[str, Any] = {"type": coll.rtype, "id": ident, "attributes": attrs}
         base = f"/api/{coll.path}/{ident}/"
         if coll.rels:
             rels = {}
-            for name, (table, to_one) in coll.rels.items():
-                target = self.colls[table]
+            for name, target, to_one in self._rel_plan(coll):
                 found = coll.targets(i, name)
-                rel: dict[str, Any] = {}
+                links = {"self": f"{base}relationships/{name}/", "related": f"{base}{name}/"}
                 if not to_one:
-                    rel["data"] = [{"type": target.rtype, "id": target.ident(j)} for j in found if target.alive(j)]
+                    rels[name] = {"data": [target.ref(j) for j in found if target.alive(j)], "links": links}
                 elif found is not None and target.alive(found):
-                    rel["data"] = {"type": target.rtype, "id": target.ident(found)}
-                # an empty to-one has links only: the spec's `data` is a non-nullable object
-                rel["links"] = {"self": f"{base}relationships/{name}/", "related": f"{base}{name}/"}
-                rels[name] = rel
+                    rels[name] = {"data": target.ref(found), "links": links}
+                else:  # an empty to-one has links only: the spec's `data` is a non-nullable object
+                    rels[name] = {"links": links}
             resource["relationships"] = rels
         resource["links"] = {"self": base}
         return resource
+
+    def _rel_plan(self, coll: Collection) -> list[tuple[str, Collection, bool]]:
+        plan = self._plans.get(coll.rtype)
+        if plan is None:
+            plan = self._plans[coll.rtype] = [(name, self.colls[table], to_one)
+                                              for name, (table, to_one) in coll.rels.items()]
+        return plan
 
     def _included(self, coll: Collection, records: list[int], q: Query, trees: dict[str, dict[str, Any]],
                   seen: set[tuple[str, str]]) -> list[dict[str, Any]]:
