@@ -26,7 +26,7 @@ import orjson
 
 from klaviyo_source.sandbox.faults import PRE_KINDS, Faults, malform
 from klaviyo_source.sandbox.limits import RateLimiter, retry_after_detail
-from klaviyo_source.sandbox.model import Page, Query, StoreError
+from klaviyo_source.sandbox.model import StoreError
 from klaviyo_source.sandbox.rules import ApiError, Route, Rules
 
 JSON_API = "application/vnd.api+json"
@@ -69,40 +69,6 @@ class KeyInfo:
     scopes: frozenset[str]
 
 
-class ReadWriteLock:
-    """Many concurrent readers (queries) or one writer (mutations), so a mutation never tears a page."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-
-    def acquire_read(self) -> None:
-        with self._cond:
-            while self._writer:
-                self._cond.wait()
-            self._readers += 1
-
-    def release_read(self) -> None:
-        with self._cond:
-            self._readers -= 1
-            if not self._readers:
-                self._cond.notify_all()
-
-    def acquire_write(self) -> None:
-        with self._cond:
-            while self._writer:
-                self._cond.wait()
-            self._writer = True
-            while self._readers:
-                self._cond.wait()
-
-    def release_write(self) -> None:
-        with self._cond:
-            self._writer = False
-            self._cond.notify_all()
-
-
 class Stats:
     """Request counts per (method, path template, status), plus 429s and fired faults."""
 
@@ -138,7 +104,7 @@ class Stats:
 
 
 class SandboxServer:
-    """The Klaviyo simulator bound to a store; `start()` serves from a daemon thread."""
+    """The Klaviyo simulator bound to a (thread-safe) store; `start()` serves from a daemon thread."""
 
     def __init__(
         self,
@@ -159,7 +125,6 @@ class SandboxServer:
         self.limiter = RateLimiter(rate_limits)
         self.faults = Faults(seed=seed, latency=latency, faults=faults)
         self.stats = Stats()
-        self.store_lock = ReadWriteLock()
         self.api_key = api_key or new_key()
         self._keys = {self.api_key: KeyInfo(account, frozenset(self.rules.all_scopes))}
         self._keys_lock = threading.Lock()
@@ -193,34 +158,6 @@ class SandboxServer:
             self.limiter.configure(settings["rate_limits"])
         self.faults.configure(latency=settings.get("latency"), faults=settings.get("faults"))
         return {**self.faults.settings(), "rate_limits": self.limiter.mode}
-
-    def mutate(self, op: str, kwargs: dict[str, Any]) -> Any:
-        self.store_lock.acquire_write()
-        try:
-            return self.store.mutate(op, **kwargs)
-        finally:
-            self.store_lock.release_write()
-
-    def query(self, query: Query) -> Page:
-        self.store_lock.acquire_read()
-        try:
-            return self.store.query(query)
-        finally:
-            self.store_lock.release_read()
-
-    def report(self, kind: str, attributes: dict[str, Any]) -> dict[str, Any]:
-        self.store_lock.acquire_read()
-        try:
-            return self.store.report(kind, attributes)
-        finally:
-            self.store_lock.release_read()
-
-    def ground_truth(self, until: datetime | None) -> dict[str, Any]:
-        self.store_lock.acquire_read()
-        try:
-            return self.store.ground_truth(until)
-        finally:
-            self.store_lock.release_read()
 
     def start(self) -> SandboxServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="klaviyo-sandbox", daemon=True)
@@ -397,12 +334,12 @@ class _Handler(BaseHTTPRequestHandler):
         self_url = sb.origin + self.path
         if route.method == "POST":
             attributes = sb.rules.report_attributes(route, params, body)
-            result = sb.report(route.rule["type"], attributes)
+            result = sb.store.report(route.rule["type"], attributes)
             return orjson.dumps(
                 {"data": {"type": route.rule["type"], "attributes": result}, "links": {"self": self_url}}
             )
         query = sb.rules.build_query(route, params, account)
-        page = sb.query(query)
+        page = sb.store.query(query)
         data = page.data
         for fault in post_faults:
             if fault.kind == "malformed" and data:
@@ -467,10 +404,10 @@ class _Handler(BaseHTTPRequestHandler):
                 result = sb.configure(args)
             elif (method, action) == ("POST", "mutate"):
                 op = args.pop("op")
-                result = sb.mutate(op, args)
+                result = sb.store.mutate(op, **args)
             elif (method, action) == ("GET", "ground-truth"):
                 until = dict(parse_qsl(query_string)).get("until")
-                result = sb.ground_truth(parse_until(until) if until else None)
+                result = sb.store.ground_truth(parse_until(until) if until else None)
             elif (method, action) == ("POST", "keys"):
                 result = {"key": sb.create_key(list(args.get("scopes", [])))}
             else:
