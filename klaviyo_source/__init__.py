@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import re
@@ -113,7 +114,7 @@ def klaviyo_source(
 
     ctx = RunContext(
         client=KlaviyoClient(api_key, base_url, revision, pool_size=max(16, 2 * int(concurrency))),
-        governors=GovernorRegistry(rate_share),
+        governors=_governors(api_key, base_url, rate_share),
         start=start,
         until=upper,
         stateless=end is not None,
@@ -124,6 +125,15 @@ def klaviyo_source(
         members_full_refresh=members_full_refresh,
     )
     return build_resources(ctx, tables)
+
+
+_REGISTRIES: dict[tuple[str, str, float], GovernorRegistry] = {}
+
+
+def _governors(api_key: str, base_url: str, rate_share: float) -> GovernorRegistry:
+    """Klaviyo counts requests per account, not per source instance: runs in one process share governors."""
+    account = hashlib.sha256(api_key.encode()).hexdigest()  # a digest, so the key is not kept as a dict key
+    return _REGISTRIES.setdefault((base_url, account, rate_share), GovernorRegistry(rate_share))
 
 
 def _instant(name: str, value: str | datetime | None) -> datetime | None:

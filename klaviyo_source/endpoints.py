@@ -71,6 +71,7 @@ class Endpoint:
     params: dict[str, str] = field(default_factory=dict)
     included: dict[str, str] = field(default_factory=dict)
     json_columns: tuple[str, ...] = ()
+    text_columns: tuple[str, ...] = ()  # often-null attributes, typed up front so the column always exists
     membership: bool = False  # rows are (parent_key, profile_id, joined_group_at), not whole resources
 
     @property
@@ -122,7 +123,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "flow_messages", "/flow-actions/{id}/flow-messages", ("flows:read",), S, 50, Mode.CHILDREN,
         parent="flow_actions", parent_key="flow_action_id", json_columns=("definition",),
     ),
-    Endpoint("templates", "/templates", ("templates:read",), L, 10, Mode.WINDOW, cursor="updated"),
+    Endpoint(
+        "templates", "/templates", ("templates:read",), L, 10, Mode.WINDOW, cursor="updated",
+        text_columns=("text", "amp"),
+    ),
     Endpoint("tags", "/tags", ("tags:read",), S, 50),
     Endpoint(
         "catalog_items", "/catalog-items", ("catalogs:read",), XL, 100,

@@ -261,6 +261,7 @@ def _parent_ids(items: Any) -> list[str]:
 
 def _hints(endpoint: Endpoint, ctx: RunContext) -> dict[str, Any]:
     columns: dict[str, dict[str, Any]] = {name: {"data_type": "json"} for name in endpoint.json_columns}
+    columns.update({name: {"data_type": "text"} for name in endpoint.text_columns})
     shape = ARROW_SHAPES.get(endpoint.table)
     if shape is not None:
         columns.update(shape.hints())
