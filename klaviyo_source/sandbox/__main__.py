@@ -28,9 +28,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--account-id", default="AbC123")
-    p.add_argument(
-        "--anchor", type=datetime.fromisoformat, default=None, help="ISO datetime the data ends at"
-    )
+    p.add_argument("--anchor", type=datetime.fromisoformat, default=None, help="ISO datetime the data ends at")
     p.add_argument("--rate-limits", type=rate_limits_arg, default="real", help="real, off or a multiplier")
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every /api answer")
     p.add_argument("--faults", type=json.loads, default=None, help="JSON list of fault settings")

@@ -72,9 +72,7 @@ class Fault:
 class Faults:
     """The sandbox's fault settings and the per-request dice; thread-safe."""
 
-    def __init__(
-        self, seed: int = 0, latency: float = 0.0, faults: list[dict[str, Any]] | None = None
-    ) -> None:
+    def __init__(self, seed: int = 0, latency: float = 0.0, faults: list[dict[str, Any]] | None = None) -> None:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self.latency = float(latency)

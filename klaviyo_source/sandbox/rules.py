@@ -89,9 +89,7 @@ class Rules:
                 if route_method == method:
                     return Route(method, template, rule, m.group(1) if m.groups() else None)
         if known_path:
-            raise ApiError(
-                405, "method_not_allowed", "Method not allowed.", f'Method "{method}" not allowed.'
-            )
+            raise ApiError(405, "method_not_allowed", "Method not allowed.", f'Method "{method}" not allowed.')
         raise ApiError(404, "not_found", "Not found.", f"The path /api{path} could not be found.")
 
     def check_revision(self, value: str | None) -> None:
@@ -126,9 +124,7 @@ class Rules:
         if "sort" in values:
             raw = values["sort"]
             if raw not in rule["sort"]:
-                raise invalid(
-                    f"'{raw}' is not a valid sort field. Valid options: {', '.join(rule['sort'])}.", "sort"
-                )
+                raise invalid(f"'{raw}' is not a valid sort field. Valid options: {', '.join(rule['sort'])}.", "sort")
             sort = (raw.lstrip("-"), raw.startswith("-"))
         fields = _list_params(values, "fields", rule["fields"])
         additional = _list_params(values, "additional-fields", rule["additional_fields"])
@@ -231,9 +227,7 @@ def _list_values(raw: str, allowed: list[str], parameter: str) -> tuple[str, ...
     return items
 
 
-def _list_params(
-    values: dict[str, str], prefix: str, enums: dict[str, list[str]]
-) -> dict[str, tuple[str, ...]]:
+def _list_params(values: dict[str, str], prefix: str, enums: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
     """`fields[type]` / `additional-fields[type]` parameters -> type -> values."""
     out = {}
     for rtype, allowed in enums.items():
@@ -266,9 +260,7 @@ def _check_timeframe(timeframe: Any, keys: list[str]) -> None:
     if not isinstance(timeframe, dict) or set(timeframe) != {"start", "end"}:
         raise invalid("'timeframe' must be {'key': ...} or {'start': ..., 'end': ...}.")
     try:
-        start, end = (
-            datetime.fromisoformat(str(timeframe[k]).replace("Z", "+00:00")) for k in ("start", "end")
-        )
+        start, end = (datetime.fromisoformat(str(timeframe[k]).replace("Z", "+00:00")) for k in ("start", "end"))
     except ValueError:
         raise invalid("'timeframe.start' and 'timeframe.end' must be ISO 8601 datetimes.") from None
     # The offset is ignored (the account timezone applies), so compare wall-clock times.

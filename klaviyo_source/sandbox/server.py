@@ -91,10 +91,7 @@ class Stats:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            rows = [
-                {"method": m, "path": p, "status": s, "count": n}
-                for (m, p, s), n in sorted(self.requests.items())
-            ]
+            rows = [{"method": m, "path": p, "status": s, "count": n} for (m, p, s), n in sorted(self.requests.items())]
             return {
                 "total": sum(self.requests.values()),
                 "throttled": sum(n for (_, _, s), n in self.requests.items() if s == 429),
@@ -265,9 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.reset_connection()
                     return
                 if fault.kind in PRE_KINDS:
-                    raise ApiError(
-                        fault.status, "error", _TITLES[fault.status], "An injected fault occurred."
-                    )
+                    raise ApiError(fault.status, "error", _TITLES[fault.status], "An injected fault occurred.")
                 post_faults.append(fault)
             route = sb.rules.route(method, path[len("/api") :])
             template = "/api" + route.template

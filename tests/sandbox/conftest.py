@@ -77,9 +77,7 @@ class Client:
     def get(self, path: str, params: Any = None, **headers: str | None) -> requests.Response:
         url = path if path.startswith("http") else self.sb.base_url + path
         merged = {**self.headers, **headers}
-        return self.session.get(
-            url, params=params, headers={k: v for k, v in merged.items() if v is not None}
-        )
+        return self.session.get(url, params=params, headers={k: v for k, v in merged.items() if v is not None})
 
     def post(self, path: str, body: Any, **headers: str) -> requests.Response:
         return self.session.post(self.sb.base_url + path, json=body, headers={**self.headers, **headers})

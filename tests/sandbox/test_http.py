@@ -55,9 +55,7 @@ def test_key_without_scope_is_403(client: Any, sandbox: Sandbox) -> None:
     assert "profiles:read" in assert_error(response, 403)["detail"]
 
 
-@pytest.mark.parametrize(
-    "revision", [None, "", "2026/07/15", "July 2026", "2026-13-01", "2026-10-15", "2022-10-17"]
-)
+@pytest.mark.parametrize("revision", [None, "", "2026/07/15", "July 2026", "2026-13-01", "2026-10-15", "2022-10-17"])
 def test_bad_revision_is_400(client: Any, revision: str | None) -> None:
     assert_error(client.get("/events", revision=revision), 400, "revision")
 
@@ -243,9 +241,7 @@ def test_event_datetime_window_and_sort_match_brute_force(client: Any) -> None:
         key=lambda e: dt(e["attributes"]["datetime"]),
         reverse=True,
     )
-    window = (
-        f"greater-or-equal(datetime,{low:%Y-%m-%dT%H:%M:%SZ}),less-than(datetime,{high:%Y-%m-%dT%H:%M:%SZ})"
-    )
+    window = f"greater-or-equal(datetime,{low:%Y-%m-%dT%H:%M:%SZ}),less-than(datetime,{high:%Y-%m-%dT%H:%M:%SZ})"
     got = client.walk("/events", {"filter": window, "sort": "-datetime", "page[size]": "13"})
     assert sorted(e["id"] for e in got) == sorted(e["id"] for e in expected)
     got_times = [dt(e["attributes"]["datetime"]) for e in got]
@@ -425,9 +421,7 @@ def test_admin_health_and_unknown_action(sandbox: Sandbox) -> None:
     assert sandbox.health()["base_url"] == sandbox.base_url
     origin = sandbox.base_url[: -len("/api")]
     assert requests.get(origin + "/__admin/nothing").status_code == 404
-    assert (
-        requests.post(origin + "/__admin/configure", json={"faults": [{"kind": "meteor"}]}).status_code == 400
-    )
+    assert requests.post(origin + "/__admin/configure", json={"faults": [{"kind": "meteor"}]}).status_code == 400
 
 
 def test_api_key_looks_like_a_sandbox_key(sandbox: Sandbox) -> None:
