@@ -262,7 +262,9 @@ class _Handler(BaseHTTPRequestHandler):
                     self.reset_connection()
                     return
                 if fault.kind in PRE_KINDS:
-                    raise ApiError(fault.status, "error", _TITLES[fault.status], "An injected fault occurred.")
+                    raise ApiError(
+                        fault.status, "error", _TITLES.get(fault.status, "Server error."), "An injected fault occurred."
+                    )
                 post_faults.append(fault)
             route = sb.rules.route(method, path[len("/api") :])
             template = "/api" + route.template
