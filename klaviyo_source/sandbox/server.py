@@ -413,6 +413,10 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, TypeError, KeyError, StoreError) as err:
             self.send_admin(400, {"error": f"{type(err).__name__}: {err}"})
             return
+        except Exception as err:
+            traceback.print_exc(file=sys.stderr)
+            self.send_admin(500, {"error": f"{type(err).__name__}: {err}"})
+            return
         self.send_admin(200, result)
 
     def send_admin(self, status: int, doc: Any) -> None:
