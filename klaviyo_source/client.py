@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,28 +23,49 @@ from requests.adapters import HTTPAdapter
 
 from klaviyo_source.errors import (
     AuthenticationError,
+    InvalidRecordError,
     KlaviyoAPIError,
-    MissingScopeError,
     RevisionError,
 )
 from klaviyo_source.rate_limit import Governor
+from klaviyo_source.validate import InvalidPage
 
 log = logging.getLogger("klaviyo_source")
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504, 520, 522, 524})
+# Transient transport failures: refused or reset connections, timeouts, bodies cut short or garbled.
+# Other RequestExceptions (a malformed URL, too many redirects) would fail the same way on every try.
+TRANSIENT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+PageCheck = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential backoff with full jitter for 5xx, resets, timeouts and broken bodies."""
+    """Bounded exponential backoff with jitter for 5xx, resets, timeouts, broken bodies and invalid pages.
+
+    The jitter keeps threads that failed together from retrying together; its floor (half the step)
+    keeps a retry from following its failure at once. With the defaults a request is given up after
+    about a minute of failures, long enough for a blip, short enough for a scheduled job to report.
+    """
 
     attempts: int = 8
     base: float = 0.5
     cap: float = 30.0
-    max_throttles: int = 30  # consecutive 429s on one request before giving up
+    max_throttles: int = 30  # 429s on one request before giving up
+    max_retry_after: float = 300.0  # a longer Retry-After (a daily cap) fails the run instead of sleeping
 
     def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.cap, self.base * 2**attempt))
+        step = min(self.cap, self.base * 2**attempt)
+        return random.uniform(step / 2, step)
+
+
+DEFAULT_RETRY = RetryPolicy()
 
 
 class KlaviyoClient:
@@ -62,7 +83,7 @@ class KlaviyoClient:
         self.base_url = base_url.rstrip("/")
         self._host = urlsplit(self.base_url).netloc
         self.timeout = timeout
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or DEFAULT_RETRY
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
@@ -75,7 +96,6 @@ class KlaviyoClient:
                 "Accept": "application/vnd.api+json",
             }
         )
-        self.requests_sent = 0
 
     def pages(
         self,
@@ -83,12 +103,16 @@ class KlaviyoClient:
         params: Mapping[str, str],
         governor: Governor,
         label: str,
+        check: PageCheck | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Yields every JSON:API document of a collection, following `links.next` to its end."""
+        """Yields every JSON:API document of a collection, following `links.next` to its end.
+
+        `check` raises InvalidPage for a page that must not be loaded; the page is then requested again.
+        """
         url: str | None = self.base_url + path
         query: Mapping[str, str] | None = params
         while url:
-            document = self.get(url, query, governor, label)
+            document = self.get(url, query, governor, label, check)
             yield document
             url = (document.get("links") or {}).get("next")
             query = None  # links.next already carries the original query
@@ -96,29 +120,35 @@ class KlaviyoClient:
                 # Following it would send the key to another host.
                 raise KlaviyoAPIError(label, None, f"links.next points to another host ({urlsplit(url).netloc})")
 
-    def get(self, url: str, params: Mapping[str, str] | None, governor: Governor, label: str) -> dict[str, Any]:
+    def get(
+        self,
+        url: str,
+        params: Mapping[str, str] | None,
+        governor: Governor,
+        label: str,
+        check: PageCheck | None = None,
+    ) -> dict[str, Any]:
         """One document, retried as Klaviyo's guidance says; raises KlaviyoAPIError with Klaviyo's detail."""
         attempt = throttles = 0
         while True:
             governor.acquire()
-            self.requests_sent += 1
             try:
                 response = self.session.get(url, params=params, timeout=self.timeout)
-            except requests.RequestException as exc:  # reset, refused, timeout, body cut short
-                problem = f"{type(exc).__name__} (connection or body failed)"
-                attempt = self._backoff(attempt, label, problem)
+            except TRANSIENT as exc:
+                attempt = self._backoff(attempt, label, _transport_problem(exc))
                 continue
             status = response.status_code
             if status == 429:
                 throttles += 1
-                if throttles > self.retry.max_throttles:
-                    raise KlaviyoAPIError(label, 429, f"still throttled after {throttles} waits", "throttled")
-                wait = _retry_after(response.headers.get("Retry-After"), self.retry.delay(throttles))
+                wait = _retry_after(response.headers.get("Retry-After"), self.retry.delay(min(throttles, 6)))
+                if throttles > self.retry.max_throttles or wait > self.retry.max_retry_after:
+                    detail = f"{_error_detail(response)[1]} (still throttled after {throttles} waits)"
+                    raise KlaviyoAPIError(label, 429, detail, "throttled")
                 log.info("%s: throttled by Klaviyo, all requests to it wait %.1f s", label, wait)
                 governor.throttled(wait)
                 continue
             if status in RETRY_STATUSES:
-                attempt = self._backoff(attempt, label, f"HTTP {status}: {_error_detail(response)[1]}", status)
+                attempt = self._backoff(attempt, label, _error_detail(response)[1], status)
                 continue
             if status >= 400:
                 raise self._error(response, label)
@@ -130,12 +160,26 @@ class KlaviyoClient:
             if not isinstance(document, dict) or "data" not in document:
                 attempt = self._backoff(attempt, label, "body is not a JSON:API document", status)
                 continue
+            if check is not None:
+                try:
+                    check(document)
+                except InvalidPage as exc:
+                    attempt = self._backoff(attempt, label, str(exc), status, InvalidRecordError)
+                    continue
             governor.observe(response.headers)
             return document
 
-    def _backoff(self, attempt: int, label: str, problem: str, status: int | None = None) -> int:
+    def _backoff(
+        self,
+        attempt: int,
+        label: str,
+        problem: str,
+        status: int | None = None,
+        error: type[KlaviyoAPIError] = KlaviyoAPIError,
+    ) -> int:
+        """Sleeps before the next attempt, or raises `error` once the attempts are used up."""
         if attempt + 1 >= self.retry.attempts:
-            raise KlaviyoAPIError(label, status, f"{problem}; gave up after {attempt + 1} attempts")
+            raise error(label, status, f"{problem}; gave up after {attempt + 1} attempts")
         delay = self.retry.delay(attempt)
         log.warning("%s: %s; retry %d in %.1f s", label, problem, attempt + 1, delay)
         time.sleep(delay)
@@ -146,15 +190,34 @@ class KlaviyoClient:
         status = response.status_code
         if status == 401:
             return AuthenticationError(label, status, detail, code)
-        if status == 400 and "revision" in detail.lower():
+        if status == 410 or (status == 400 and "revision" in detail.lower()):
             return RevisionError(label, status, detail, code)
         return KlaviyoAPIError(label, status, detail, code)
 
-    def scope_error(self, exc: KlaviyoAPIError, table: str, scopes: tuple[str, ...]) -> MissingScopeError:
-        return MissingScopeError(exc.endpoint, exc.status or 403, exc.detail, exc.code, table, scopes)
-
     def close(self) -> None:
         self.session.close()
+
+
+def _transport_problem(exc: requests.RequestException) -> str:
+    """What went wrong on the wire, in words; never the exception text, which repeats the whole URL."""
+    if isinstance(exc, requests.Timeout):
+        return "no answer in time (timeout)"
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+        return "body cut short or garbled"
+    if any(isinstance(arg, ConnectionResetError) for arg in _causes(exc)):
+        return "connection reset"
+    return "could not connect or connection dropped"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and what it wraps (requests nests urllib3's errors in `args`), a few levels deep."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return
+        yield seen
+        nested = [a for a in seen.args if isinstance(a, BaseException)]
+        seen = nested[0] if nested else (seen.__cause__ or seen.__context__)
 
 
 def _retry_after(value: str | None, fallback: float) -> float:

@@ -21,6 +21,7 @@ class KlaviyoAPIError(KlaviyoSourceError):
     hint = ""
 
     def __init__(self, endpoint: str, status: int | None, detail: str, code: str = "") -> None:
+        detail = " ".join(detail.split())  # one line, whatever the server sent
         self.endpoint = endpoint
         self.status = status
         self.detail = detail
@@ -54,3 +55,12 @@ class MissingScopeError(KlaviyoAPIError):
 
 class RevisionError(KlaviyoAPIError):
     hint = "Klaviyo rejected the revision header: pass a revision Klaviyo supports (default 2026-07-15)."
+
+
+class InvalidRecordError(KlaviyoAPIError):
+    """A page kept holding a record that cannot be loaded (no id, a value of the wrong type)."""
+
+    hint = (
+        "Nothing of this run was loaded and no cursor moved: run again later, or leave the table out "
+        "(resources=...) until Klaviyo fixes the record."
+    )

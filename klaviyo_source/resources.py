@@ -28,6 +28,7 @@ from klaviyo_source.endpoints import ENDPOINTS, INCLUDED_TABLES, PREDICTIVE_TIER
 from klaviyo_source.errors import KlaviyoAPIError, MissingScopeError
 from klaviyo_source.rate_limit import Governor, GovernorRegistry
 from klaviyo_source.rows import ARROW_SHAPES, flat_rows
+from klaviyo_source.validate import PageCheck
 from klaviyo_source.windows import SECOND, Window, cursor_value, estimate_pages, parse_instant
 
 log = logging.getLogger("klaviyo_source")
@@ -93,6 +94,7 @@ class EndpointReader:
         self.params = params
         self.governor: Governor = ctx.governors.get(key, tier)
         self.progress = Progress(endpoint.table)
+        self.check = PageCheck(endpoint)
         self.windowed = endpoint.mode is Mode.WINDOW and not (endpoint.membership and ctx.members_full_refresh)
 
     # --- what to read -------------------------------------------------------------------------------
@@ -163,7 +165,7 @@ class EndpointReader:
         if filters:
             params["filter"] = ",".join(filters)
         try:
-            yield from self.ctx.client.pages(path, params, self.governor, label)
+            yield from self.ctx.client.pages(path, params, self.governor, label, self.check)
         except KlaviyoAPIError as exc:
             if exc.status == 404 and parent_id is not None:
                 # The parent was deleted between listing it and reading below it: nothing to load.
