@@ -783,7 +783,9 @@ class World:
             definition = {"id": aid, "type": kind, "links": {"next": None}, "data": {"message": None,
                                                                                      "status": status}}
         attrs = {"created": iso(a_created), "updated": iso(updated), "definition": definition}
-        vals = {"id": aid, "action_type": kind, "status": status, "created": a_created, "updated": updated}
+        # only send actions carry a status (in `definition.data`); filters see what clients see
+        vals = {"id": aid, "action_type": kind, "status": None if kind == "time-delay" else status,
+                "created": a_created, "updated": updated}
         action = self._add("flow_actions", Row(aid, attrs, vals, {"flow": flow, "flow-messages": []}, parent=flow))
         frow.refs["flow-actions"].append(action)
         if kind != "time-delay":
@@ -1353,16 +1355,23 @@ class EventView:
     def __init__(self, world: World) -> None:
         self.w = world
         self.salt = world.seed * 131 + 9
+        self._uuid_middles: dict[int, str] = {}
 
     def ident(self, i: int) -> str:
         return event_id(i, self.salt)
 
     def uuid(self, i: int, ts: int) -> str:
-        """A time-based (version 1) UUID, as Klaviyo's event `uuid` is."""
+        """A time-based (version 1) UUID, as Klaviyo's event `uuid` is; unique through its node bits.
+
+        The middle groups change every ~7 minutes of event time, so they are cached.
+        """
         t = ts * 10_000_000 + 0x01B21DD213814000 + (i * 7919) % 10_000_000
-        node = (i * 0x5DEECE66D + self.salt) & 0xFFFFFFFFFFFF
-        return (f"{t & 0xFFFFFFFF:08x}-{(t >> 32) & 0xFFFF:04x}-{0x1000 | (t >> 48) & 0x0FFF:04x}-"
-                f"{0x8000 | i & 0x3FFF:04x}-{node:012x}")
+        high = t >> 32
+        middle = self._uuid_middles.get(high)
+        if middle is None:
+            middle = self._uuid_middles[high] = f"{high & 0xFFFF:04x}-{0x1000 | (high >> 16) & 0x0FFF:04x}"
+        tail = f"{(0x8000 | i & 0x3FFF) << 48 | ((i * 0x5DEECE66D + self.salt) & 0xFFFFFFFFFFFF):016x}"
+        return f"{t & 0xFFFFFFFF:08x}-{middle}-{tail[:4]}-{tail[4:]}"
 
     def properties(self, i: int) -> dict[str, Any]:
         w = self.w

@@ -186,6 +186,7 @@ class Collection:
 
     def __init__(self) -> None:
         self.indexes: dict[tuple[str, ...], SortedIndex] = {}
+        self.plan: list[tuple[str, Collection, bool]] = []
 
     # -- what each collection provides ----------------------------------------------------------
     def records(self) -> Iterable[int]:
@@ -210,6 +211,20 @@ class Collection:
     def ref(self, i: int) -> dict[str, str]:
         """A resource identifier object, `{"type", "id"}`."""
         return {"type": self.rtype, "id": self.ident(i)}
+
+    def link(self, colls: dict[str, Collection]) -> None:
+        """Resolve relationship targets once all collections exist."""
+        self.plan = [(name, colls[table], to_one) for name, (table, to_one) in self.rels.items()]
+
+    def relationships(self, i: int) -> dict[str, Any]:
+        rels = {}
+        for name, target, to_one in self.plan:
+            found = self.targets(i, name)
+            if not to_one:
+                rels[name] = {"data": [target.ref(j) for j in found if target.alive(j)]}
+            elif found is not None and target.alive(found):
+                rels[name] = {"data": target.ref(found)}
+        return rels
 
     # -- overridable defaults -------------------------------------------------------------------
     def lookup(self, cond: Cond) -> set[int] | None:
@@ -254,19 +269,27 @@ class Collection:
             return SortedIndex(self.sort_key(name[0])[0], self.records())
         return SortedIndex(self.partition_key(*name), self.records())
 
-    def added(self, items: list[int]) -> None:
+    def _index(self, items: list[int]) -> None:
         for idx in self.indexes.values():
             idx.add(items)
 
-    def removed(self, items: list[int]) -> None:
+    def _unindex(self, items: list[int]) -> None:
         for idx in self.indexes.values():
             idx.remove(items)
 
+    def added(self, items: list[int]) -> None:
+        """New records (subclasses also do their own bookkeeping)."""
+        self._index(items)
+
+    def deleted(self, items: list[int]) -> None:
+        """Records that are gone (subclasses also mark them dead)."""
+        self._unindex(items)
+
     def changed(self, items: list[int], change: Callable[[], None]) -> None:
-        """Apply `change` to records and keep every index in order."""
-        self.removed(items)
+        """Apply `change` to existing records and keep every index in order."""
+        self._unindex(items)
         change()
-        self.added(items)
+        self._index(items)
 
 
 class Rows(Collection):
@@ -336,7 +359,7 @@ class Rows(Collection):
         super().added(items)
 
     def deleted(self, items: list[int]) -> None:
-        self.removed(items)
+        super().deleted(items)
         for i in items:
             self.rows[i].alive = False
             self.by_id.pop(self.rows[i].id, None)
@@ -355,6 +378,7 @@ class Events(Collection):
         self.world = world
         self.store = store
         self.view = EventView(world)
+        self._metric_rels: dict[int, dict[str, Any]] = {}
         self.flags = bytearray(b"\x01") * len(world.events.ts)  # 0 once the profile is deleted
         # generation sorted the events by time, ties by record number: the main index is free
         self.indexes[("datetime",)] = SortedIndex(self.sort_key("datetime")[0], range(len(self.flags)), True)
@@ -433,12 +457,23 @@ class Events(Collection):
         ev = self.world.events
         return ev.profile[i] if rel == "profile" else ev.metric[i]
 
+    def relationships(self, i: int) -> dict[str, Any]:
+        """The hot path of every events page: both targets always exist (a deleted profile takes its
+        events along) and metric relationship objects are shared."""
+        ev = self.world.events
+        metric = ev.metric[i]
+        shared = self._metric_rels.get(metric)
+        if shared is None:
+            shared = self._metric_rels[metric] = {"data": self.store.rows("metrics").ref(metric)}
+        return {"metric": shared, "profile": {"data": {"type": "profile",
+                                                       "id": self.store.profiles.ident(ev.profile[i])}}}
+
     def added(self, items: list[int]) -> None:
         self.flags.extend(b"\x01" * (len(self.world.events.ts) - len(self.flags)))
         super().added(items)
 
     def deleted(self, items: list[int]) -> None:
-        self.removed(items)
+        super().deleted(items)
         for i in items:
             self.flags[i] = 0
 
@@ -566,7 +601,7 @@ class Profiles(Collection):
         super().added(items)
 
     def deleted(self, items: list[int]) -> None:
-        self.removed(items)
+        super().deleted(items)
         for field, values in self.maps.items():
             for i in items:
                 values.pop(self.finders[field](i), None)  # type: ignore[arg-type]
@@ -649,7 +684,7 @@ class Members(Collection):
         return self.profiles.targets(i, rel)
 
     def deleted(self, items: list[int]) -> None:
-        self.removed(items)
+        super().deleted(items)
         for i in items:
             del self.joined[i]
 
@@ -848,7 +883,8 @@ class Store:
                                              "push_tokens": PushTokens(self.profiles)}
         self.colls.update(self._row_collections())
         self._members: dict[tuple[str, int], Members] = {}
-        self._plans: dict[str, list[tuple[str, Collection, bool]]] = {}
+        for coll in self.colls.values():
+            coll.link(self.colls)
         self._ops: dict[str, Callable[..., dict[str, Any]]] = {
             "add_events": self._add_events, "add_profiles": self._add_profiles,
             "update_profiles": self._update_profiles, "delete_profiles": self._delete_profiles,
@@ -1045,35 +1081,22 @@ class Store:
         return (i for i in records if all(test(i) for test in tests))
 
     def _resource(self, coll: Collection, i: int, q: Query, trees: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """One JSON:API resource object; links are path-only (`/api/...`), the HTTP layer adds the host."""
+        """One JSON:API resource object; `links.self` is path-only (`/api/...`), the HTTP layer adds the host.
+
+        Relationships carry `data` only: their optional `links` would double the objects built per
+        event for something no extractor reads. An empty to-one relationship is left out, because the
+        spec types its `data` as a non-null object.
+        """
         ident = coll.ident(i)
         attrs = coll.attributes(i, q.additional_fields.get(coll.rtype, ()))
         tree = trees.get(coll.rtype)
         if tree is not None:
             attrs = _trim(attrs, tree)
         resource: dict[str, Any] = {"type": coll.rtype, "id": ident, "attributes": attrs}
-        base = f"/api/{coll.path}/{ident}/"
         if coll.rels:
-            rels = {}
-            for name, target, to_one in self._rel_plan(coll):
-                found = coll.targets(i, name)
-                links = {"self": f"{base}relationships/{name}/", "related": f"{base}{name}/"}
-                if not to_one:
-                    rels[name] = {"data": [target.ref(j) for j in found if target.alive(j)], "links": links}
-                elif found is not None and target.alive(found):
-                    rels[name] = {"data": target.ref(found), "links": links}
-                else:  # an empty to-one has links only: the spec's `data` is a non-nullable object
-                    rels[name] = {"links": links}
-            resource["relationships"] = rels
-        resource["links"] = {"self": base}
+            resource["relationships"] = coll.relationships(i)
+        resource["links"] = {"self": f"/api/{coll.path}/{ident}/"}
         return resource
-
-    def _rel_plan(self, coll: Collection) -> list[tuple[str, Collection, bool]]:
-        plan = self._plans.get(coll.rtype)
-        if plan is None:
-            plan = self._plans[coll.rtype] = [(name, self.colls[table], to_one)
-                                              for name, (table, to_one) in coll.rels.items()]
-        return plan
 
     def _included(self, coll: Collection, records: list[int], q: Query, trees: dict[str, dict[str, Any]],
                   seen: set[tuple[str, str]]) -> list[dict[str, Any]]:
