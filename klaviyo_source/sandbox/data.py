@@ -443,8 +443,8 @@ class World:
             created = self.anchor - 3 * YEAR + i * 3 * DAY + mix64(i, self.seed) % DAY
             updated = created + mix64(i, self.seed + 1) % (2 * YEAR)
             attrs = {"name": m.name, "created": iso(created), "updated": iso(updated), "integration": integration}
-            vals = {"id": self.short_id("metrics", i), "integration.name": name, "integration.category": category,
-                    "created": created, "updated": updated}
+            vals: dict[str, Any] = {"id": self.short_id("metrics", i), "integration.name": name,
+                                    "integration.category": category, "created": created, "updated": updated}
             self._add("metrics", Row(vals["id"], attrs, vals))
 
     def _gen_tags(self, count: int) -> None:
@@ -464,7 +464,7 @@ class World:
         updated = min(self.anchor, created + rng.randint(0, YEAR))
         attrs = {"name": name, "created": iso(created), "updated": iso(updated),
                  "opt_in_process": "double_opt_in" if rng.random() < 0.3 else "single_opt_in"}
-        vals = {"id": self.short_id("lists", i), "name": name, "created": created, "updated": updated}
+        vals: dict[str, Any] = {"id": self.short_id("lists", i), "name": name, "created": created, "updated": updated}
         self.members["list"].append({})
         return self._add("lists", Row(vals["id"], attrs, vals, {"tags": self._tags_for(rng)}))
 
@@ -476,8 +476,8 @@ class World:
         starred = rng.random() < 0.25
         attrs = {"name": name, "definition": self._segment_definition(i), "created": iso(created),
                  "updated": iso(updated), "is_active": active, "is_processing": False, "is_starred": starred}
-        vals = {"id": self.short_id("segments", i), "name": name, "created": created, "updated": updated,
-                "is_active": active, "is_starred": starred}
+        vals: dict[str, Any] = {"id": self.short_id("segments", i), "name": name, "created": created,
+                                "updated": updated, "is_active": active, "is_starred": starred}
         self.members["segment"].append({})
         return self._add("segments", Row(vals["id"], attrs, vals, {"tags": self._tags_for(rng)}))
 
@@ -515,7 +515,8 @@ class World:
         attrs = {"name": name, "editor_type": editor, "html": html,
                  "text": f"{kind}\n\n{self.brand.name} | https://www.{self.brand.domain}",
                  "amp": None, "created": iso(created), "updated": iso(updated)}
-        vals = {"id": self.short_id("templates", i), "name": name, "created": created, "updated": updated}
+        vals: dict[str, Any] = {"id": self.short_id("templates", i), "name": name, "created": created,
+                                "updated": updated}
         extra = {"definition": _template_definition(vals["id"])} if editor == "SYSTEM_DRAGGABLE" else {}
         return self._add("templates", Row(vals["id"], attrs, vals, extra=extra))
 
@@ -946,13 +947,13 @@ class World:
                 met.append(metric)
                 ref.append(reference)
                 epi.append(episode)
-        order = sorted(range(count), key=ts.__getitem__)
+        by_time = sorted(range(count), key=ts.__getitem__)
         ev = self.events
-        ev.ts = array("q", [ts[i] for i in order])
-        ev.profile = array("l", [prof[i] for i in order])
-        ev.metric = array("b", [met[i] for i in order])
-        ev.ref = array("l", [ref[i] for i in order])
-        ev.episode = array("l", [epi[i] for i in order])
+        ev.ts = array("q", [ts[i] for i in by_time])
+        ev.profile = array("l", [prof[i] for i in by_time])
+        ev.metric = array("b", [met[i] for i in by_time])
+        ev.ref = array("l", [ref[i] for i in by_time])
+        ev.episode = array("l", [epi[i] for i in by_time])
         last = self.profile_last_event
         for p, t in zip(ev.profile, ev.ts, strict=True):
             last[p] = t  # ascending times: the final write is the latest

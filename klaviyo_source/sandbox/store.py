@@ -139,16 +139,10 @@ def _norm(value: Any) -> Any:
 
 
 def _matches(op: str, actual: Any, expected: Any) -> bool:
-    """Klaviyo's operator semantics; a tuple `actual` is a multi-valued field (any element counts)."""
+    """Klaviyo's GET filter operators; a tuple `actual` is a multi-valued field (any element counts)."""
     if op == "has":
         return bool(actual)
     if isinstance(actual, tuple):
-        if op == "contains-any":
-            return any(v in actual for v in expected)
-        if op == "contains-all":
-            return all(v in actual for v in expected)
-        if op == "contains":
-            return expected in actual
         return any(_matches(op, a, expected) for a in actual)
     if actual is None:
         return False
@@ -156,10 +150,6 @@ def _matches(op: str, actual: Any, expected: Any) -> bool:
         return actual in expected if isinstance(expected, list) else actual == expected
     if op == "contains":
         return expected in actual
-    if op == "contains-any":
-        return any(v in actual for v in expected)
-    if op == "contains-all":
-        return all(v in actual for v in expected)
     if op == "starts-with":
         return actual.startswith(expected)
     if op == "ends-with":
@@ -217,7 +207,7 @@ class Collection:
         self.plan = [(name, colls[table], to_one) for name, (table, to_one) in self.rels.items()]
 
     def relationships(self, i: int) -> dict[str, Any]:
-        rels = {}
+        rels: dict[str, Any] = {}
         for name, target, to_one in self.plan:
             found = self.targets(i, name)
             if not to_one:
@@ -306,7 +296,6 @@ class Rows(Collection):
         self.computed = computed or {}  # relationships derived from other tables
         self.derived = derived or {}  # filter fields derived from relationships
         self.by_id = {row.id: i for i, row in enumerate(rows) if row.alive}
-        self._refs: dict[int, dict[str, str]] = {}
 
     def records(self) -> list[int]:
         return [i for i, row in enumerate(self.rows) if row.alive]
@@ -316,13 +305,6 @@ class Rows(Collection):
 
     def ident(self, i: int) -> str:
         return self.rows[i].id
-
-    def ref(self, i: int) -> dict[str, str]:
-        """Cached: every event names one of a few metrics. Shared, so read-only like all output."""
-        found = self._refs.get(i)
-        if found is None:
-            found = self._refs[i] = super().ref(i)
-        return found
 
     def value(self, i: int, field: str) -> Any:
         derive = self.derived.get(field)
@@ -519,8 +501,10 @@ class Profiles(Collection):
 
     def sort_key(self, field: str) -> tuple[Key, Callable[[Any], tuple[Any, ...]]]:
         if field in ("created", "updated", "id"):
-            get: Callable[[int], Any] = {"created": self.world.profile_created.__getitem__,
-                                         "updated": self.world.profile_updated.__getitem__, "id": self.ident}[field]
+            getters: dict[str, Callable[[int], Any]] = {"created": self.world.profile_created.__getitem__,
+                                                        "updated": self.world.profile_updated.__getitem__,
+                                                        "id": self.ident}
+            get = getters[field]
             return (lambda i: (get(i), i)), (lambda v: (v,))
         return super().sort_key(field)
 
@@ -569,7 +553,7 @@ class Profiles(Collection):
         return found
 
     def find(self, ids: list[str]) -> list[int]:
-        out = []
+        out: list[int] = []
         for text in ids:
             hit = self.lookup(Cond("equals", "id", text))
             if not hit:
@@ -1447,11 +1431,9 @@ class Store:
             conds.append((c.op, c.field, value))
 
         def test(op: str, actual: Any, value: Any) -> bool:
-            if isinstance(actual, tuple):  # tags: list semantics
-                return _matches(op, actual, value)
-            if isinstance(value, list):  # a scalar "contains-any" a list means "is one of"
-                return (all if op == "contains-all" else any)(v == actual for v in value)
-            return actual == value
+            have = set(actual) if isinstance(actual, tuple) else {actual}  # tags are lists, the rest scalars
+            wanted = value if isinstance(value, list) else [value]
+            return (all if op == "contains-all" else any)(v in have for v in wanted)
 
         return lambda facts: all(test(op, facts[field], value) for op, field, value in conds)
 
