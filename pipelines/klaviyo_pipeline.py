@@ -6,6 +6,8 @@
 
 The API key comes from .dlt/secrets.toml ([sources.klaviyo] api_key) or SOURCES__KLAVIYO__API_KEY.
 Exit status: 0 loaded, 1 the run failed (one line on stderr says why), 2 bad arguments.
+A failed run loads nothing and moves no cursor: run it again, it continues where the last good run ended.
+With --chunk-days an interrupted first load continues at its last completed chunk.
 """
 
 from __future__ import annotations
@@ -20,15 +22,21 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import dlt
+from dlt.common.exceptions import DltException
+from dlt.common.typing import TRefreshMode
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from klaviyo_source import TABLES, KlaviyoSourceError, klaviyo_source
-from klaviyo_source.windows import parse_instant
+from klaviyo_source import TABLES, ConfigurationError, KlaviyoSourceError, klaviyo_source
+from klaviyo_source.backfill import (
+    CHUNKED_TABLES,
+    LOADER_FILE_FORMAT,
+    backfill,
+    describe_rows,
+    finish_pending,
+    loaded_rows,
+)
 
 log = logging.getLogger("klaviyo_pipeline")
-
-# Tables big enough that a first load is worth committing in chunks.
-CHUNKED_TABLES = ("events", "profiles")
 
 DEMO_QUERIES = {
     "Revenue by day (Placed Order)": """
@@ -94,40 +102,28 @@ def make_pipeline(args: argparse.Namespace) -> dlt.Pipeline:
     )
 
 
-def chunk_ends(start: datetime, days: float, now: datetime) -> Iterator[datetime]:
-    step = timedelta(days=days)
-    edge = start + step
-    while edge < now:
-        yield edge
-        edge += step
-
-
 def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dlt.Pipeline:
-    """One scheduled run: chunked first load of the big tables if asked, then every chosen table."""
+    """One scheduled run: what a killed run left, the chunked first load if asked, then every chosen table."""
     options = {**source_options(args), **(extra or {})}
     pipeline = make_pipeline(args)
-    refresh = "drop_sources" if args.full_refresh else None
+    refresh: TRefreshMode | None = "drop_sources" if args.full_refresh else None
+    finish_pending(pipeline)
     if args.chunk_days and not args.end_date:
         if not args.start_date:
-            raise KlaviyoSourceError("--chunk-days needs --start-date (where the chunks begin).")
+            raise ConfigurationError("--chunk-days needs --start-date (where the chunks begin).")
         chosen = [t for t in CHUNKED_TABLES if not args.resources or t in args.resources.split(",")]
-        now = datetime.now(timezone.utc)
-        for edge in chunk_ends(parse_instant(args.start_date), args.chunk_days, now):
-            log.info("chunk up to %s: %s", edge.isoformat(), ", ".join(chosen))
-            load(pipeline, klaviyo_source(**{**options, "resources": chosen, "until": edge}), refresh)
+        shared = {k: v for k, v in options.items() if k not in ("start_date", "resources")}
+        if backfill(pipeline, args.start_date, args.chunk_days, chosen, refresh, **shared):
             refresh = None
     load(pipeline, klaviyo_source(**options), refresh)
     return pipeline
 
 
-def load(pipeline: dlt.Pipeline, source: Any, refresh: str | None) -> None:
+def load(pipeline: dlt.Pipeline, source: Any, refresh: TRefreshMode | None) -> None:
     started = time.monotonic()
-    info = pipeline.run(source, refresh=refresh, loader_file_format="parquet")  # type: ignore[arg-type]
-    normalized = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
-    counts = normalized.row_counts if normalized else {}
-    rows = {t: n for t, n in sorted(counts.items()) if not t.startswith("_dlt")}
-    log.info("loaded %s rows in %.1f s: %s", f"{sum(rows.values()):,}", time.monotonic() - started,
-             ", ".join(f"{t}={n:,}" for t, n in rows.items()) or "nothing new")
+    # dlt annotates refresh without None, though None (its default) means no refresh
+    info = pipeline.run(source, refresh=refresh, loader_file_format=LOADER_FILE_FORMAT)  # type: ignore[arg-type]
+    log.info("loaded %s in %.1f s", describe_rows(loaded_rows(pipeline)), time.monotonic() - started)
     info.raise_on_failed_jobs()
 
 
@@ -139,6 +135,20 @@ def root_cause(exc: BaseException) -> BaseException:
         if isinstance(seen, KlaviyoSourceError) or nxt is None:
             return seen
         seen = nxt
+
+
+def one_line(exc: BaseException) -> str:
+    """The message a scheduler shows: the innermost error's first line, and where it happened."""
+    cause = root_cause(exc)
+    if isinstance(cause, KlaviyoSourceError):
+        return str(cause)
+    first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+    step = getattr(exc, "step", None)
+    if step in ("load", "sync"):
+        return (f"the destination failed ({step} step): {first} - check the destination's credentials and that it "
+                "is reachable; the run is retried from its last good state.")
+    where = f"{step} step: " if step else ""
+    return f"{where}{type(cause).__name__}: {first}"
 
 
 @contextmanager
@@ -182,13 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             pipeline = run(args, extra)
             if args.demo:
                 print_demo_summary(pipeline)
-    except KlaviyoSourceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
-    except PipelineStepFailed as exc:
-        cause = root_cause(exc)
-        print(f"error: {cause if isinstance(cause, KlaviyoSourceError) else exc}", file=sys.stderr)
-        return 2 if isinstance(cause, ValueError) else 1
+    except (KlaviyoSourceError, PipelineStepFailed, DltException) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2 if isinstance(root_cause(exc), ConfigurationError) else 1
     return 0
 
 
