@@ -1,0 +1,252 @@
+"""The client's retry and error rules, and the page checks, against scripted answers (no network)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import pytest
+import requests
+from urllib3.exceptions import ProtocolError
+
+from klaviyo_source.client import KlaviyoClient, RetryPolicy
+from klaviyo_source.endpoints import BY_TABLE
+from klaviyo_source.errors import AuthenticationError, InvalidRecordError, KlaviyoAPIError, RevisionError
+from klaviyo_source.validate import InvalidPage, PageCheck
+
+KEY = "pk_unit_secret_0123456789"
+FAST = RetryPolicy(attempts=4, base=0.001, cap=0.002)
+
+
+class StubGovernor:
+    """Records what the client tells the rate governor."""
+
+    def __init__(self) -> None:
+        self.acquired = 0
+        self.waits: list[float] = []
+
+    def acquire(self) -> None:
+        self.acquired += 1
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        pass
+
+    def throttled(self, retry_after: float) -> None:
+        self.waits.append(retry_after)
+
+
+def answer(status: int, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
+           ) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = raw if raw is not None else orjson.dumps(body if body is not None else {"data": []})
+    response.headers.update(headers or {})
+    return response
+
+
+def klaviyo_error(status: int, detail: str, code: str = "error") -> dict[str, Any]:
+    return {"errors": [{"id": "x", "code": code, "title": "Error", "detail": detail}]}
+
+
+def scripted(client: KlaviyoClient, *answers: requests.Response | Exception) -> list[dict[str, Any]]:
+    """Makes the client's session answer in this order; returns the list of requests it sent."""
+    queue = list(answers)
+    sent: list[dict[str, Any]] = []
+
+    def get(url: str, params: Any = None, timeout: Any = None) -> requests.Response:
+        sent.append({"url": url, "params": params})
+        item = queue.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    client.session.get = get  # type: ignore[method-assign]
+    return sent
+
+
+@pytest.fixture
+def client() -> KlaviyoClient:
+    return KlaviyoClient(KEY, "https://a.klaviyo.com/api", "2026-07-15", retry=FAST)
+
+
+def test_key_travels_only_in_the_authorization_header(client: KlaviyoClient) -> None:
+    sent = scripted(client, answer(200))
+    client.get("https://a.klaviyo.com/api/events", {"page[size]": "10"}, StubGovernor(), "/events")  # type: ignore[arg-type]
+    assert client.session.headers["Authorization"] == f"Klaviyo-API-Key {KEY}"
+    assert KEY not in repr(sent)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        answer(503, klaviyo_error(503, "Service unavailable")),
+        answer(500, raw=b"<html>oops</html>"),
+        answer(524, raw=b""),
+        answer(200, raw=b'{"data": [{"id": "a"'),  # a body cut short
+        answer(200, {"errors": []}),  # JSON, but not a JSON:API document
+        requests.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))),
+        requests.ReadTimeout("read timed out"),
+        requests.exceptions.ChunkedEncodingError("IncompleteRead"),
+    ],
+    ids=["503", "500-html", "524", "truncated", "not-jsonapi", "reset", "timeout", "incomplete"],
+)
+def test_transient_failures_are_retried(client: KlaviyoClient, failure: Any) -> None:
+    good = {"data": [{"id": "1"}]}
+    sent = scripted(client, failure, failure, answer(200, good))
+    governor = StubGovernor()
+    assert client.get("https://a.klaviyo.com/api/events", None, governor, "/events") == good  # type: ignore[arg-type]
+    assert len(sent) == 3 and governor.acquired == 3  # every attempt passes the rate governor
+
+
+def test_persistent_5xx_fails_naming_endpoint_status_and_detail(client: KlaviyoClient) -> None:
+    failures = [answer(503, klaviyo_error(503, "Klaviyo is down for maintenance")) for _ in range(FAST.attempts)]
+    scripted(client, *failures)
+    with pytest.raises(KlaviyoAPIError) as caught:
+        client.get("https://a.klaviyo.com/api/events", None, StubGovernor(), "/events")  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert message == (
+        "Klaviyo /events: HTTP 503: Klaviyo is down for maintenance; gave up after 4 attempts."
+    )
+
+
+def test_persistent_reset_says_so_without_the_url(client: KlaviyoClient) -> None:
+    reset = requests.ConnectionError(
+        ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer")),
+        request=None,
+    )
+    scripted(client, *[reset] * FAST.attempts)
+    with pytest.raises(KlaviyoAPIError, match=r"^Klaviyo /events: no answer: connection reset; gave up after 4"):
+        client.get("https://a.klaviyo.com/api/events?filter=x", None, StubGovernor(), "/events")  # type: ignore[arg-type]
+
+
+def test_429_waits_retry_after_for_the_whole_endpoint(client: KlaviyoClient) -> None:
+    throttled = answer(429, klaviyo_error(429, "Request was throttled."), {"Retry-After": "7"})
+    scripted(client, throttled, throttled, answer(200))
+    governor = StubGovernor()
+    client.get("https://a.klaviyo.com/api/events", None, governor, "/events")  # type: ignore[arg-type]
+    assert governor.waits == [7.0, 7.0]
+
+
+def test_429_without_retry_after_backs_off_never_zero(client: KlaviyoClient) -> None:
+    scripted(client, answer(429, klaviyo_error(429, "throttled")), answer(200))
+    governor = StubGovernor()
+    client.get("https://a.klaviyo.com/api/events", None, governor, "/events")  # type: ignore[arg-type]
+    assert len(governor.waits) == 1 and governor.waits[0] > 0
+
+
+def test_429_asking_for_hours_fails_at_once(client: KlaviyoClient) -> None:
+    sent = scripted(client, answer(429, klaviyo_error(429, "Daily limit reached."), {"Retry-After": "7200"}))
+    with pytest.raises(KlaviyoAPIError, match=r"^Klaviyo /reports: HTTP 429 \[throttled\]: Daily limit reached"):
+        client.get("https://a.klaviyo.com/api/reports", None, StubGovernor(), "/reports")  # type: ignore[arg-type]
+    assert len(sent) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "detail", "error", "expected"),
+    [
+        (401, "Missing or invalid private key.", AuthenticationError, "may be wrong or revoked"),
+        (400, "Invalid revision header '2099-01-01'.", RevisionError, "pass a revision Klaviyo supports"),
+        (410, "This revision has been retired.", RevisionError, "pass a revision Klaviyo supports"),
+        (400, "Invalid filter.", KlaviyoAPIError, "Invalid filter"),
+    ],
+)
+def test_client_errors_are_not_retried(
+    client: KlaviyoClient, status: int, detail: str, error: type[KlaviyoAPIError], expected: str
+) -> None:
+    sent = scripted(client, answer(status, klaviyo_error(status, detail)))
+    with pytest.raises(error) as caught:
+        client.get("https://a.klaviyo.com/api/events", None, StubGovernor(), "/events")  # type: ignore[arg-type]
+    assert type(caught.value) is error and len(sent) == 1
+    assert str(caught.value).startswith(f"Klaviyo /events: HTTP {status} [error]: {detail}")
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_invalid_page_is_requested_again_then_fails_naming_the_record(client: KlaviyoClient) -> None:
+    bad = {"data": [{"type": "event", "id": "E1", "attributes": {"datetime": "2024-01-01T00:00:00+00:00"}},
+                    {"type": "event", "attributes": {"datetime": "2024-01-01T00:00:00+00:00"}}]}
+    good = {"data": bad["data"][:1]}
+    check = PageCheck(BY_TABLE["events"])
+    sent = scripted(client, answer(200, bad), answer(200, good))
+    assert client.get("https://a.klaviyo.com/api/events", None, StubGovernor(), "/events", check) == good  # type: ignore[arg-type]
+    assert len(sent) == 2
+    scripted(client, *[answer(200, bad) for _ in range(FAST.attempts)])
+    with pytest.raises(InvalidRecordError) as caught:
+        client.get("https://a.klaviyo.com/api/events", None, StubGovernor(), "/events", check)  # type: ignore[arg-type]
+    assert str(caught.value).startswith(
+        "Klaviyo /events: HTTP 200: record 1 of the page: field 'id' is missing; gave up after 4 attempts."
+    )
+
+
+def test_next_link_to_another_host_is_not_followed(client: KlaviyoClient) -> None:
+    page = {"data": [], "links": {"next": "https://evil.example.com/api/events?page[cursor]=x"}}
+    sent = scripted(client, answer(200, page))
+    with pytest.raises(KlaviyoAPIError, match="another host"):
+        list(client.pages("/events", {}, StubGovernor(), "/events"))  # type: ignore[arg-type]
+    assert len(sent) == 1
+
+
+def test_backoff_is_exponential_jittered_and_bounded() -> None:
+    policy = RetryPolicy(base=0.5, cap=30.0)
+    for attempt in range(12):
+        step = min(30.0, 0.5 * 2**attempt)
+        delays = {policy.delay(attempt) for _ in range(50)}
+        assert all(step / 2 <= d <= step for d in delays) and len(delays) > 1
+
+
+# --- page checks ------------------------------------------------------------------------------------
+
+def event(ident: Any = "E1", **attributes: Any) -> dict[str, Any]:
+    base = {"datetime": "2024-05-01T12:00:00+00:00", "timestamp": 1714564800, "uuid": "u",
+            "event_properties": {"$value": 3}}
+    record: dict[str, Any] = {"type": "event", "attributes": {**base, **attributes},
+                              "relationships": {"profile": {"data": {"type": "profile", "id": "P1"}}}}
+    if ident is not None:
+        record["id"] = ident
+    return record
+
+
+@pytest.mark.parametrize(
+    ("record", "problem"),
+    [
+        (event(ident=None), "record 1 of the page: field 'id' is missing"),
+        (event(ident=17), "record 1 of the page: field 'id' is int 17, expected a string"),
+        (event(timestamp="not-a-number"), "record 1 (id E1) of the page: field 'timestamp' is str 'not-a-number', "
+                                          "expected an integer"),
+        (event(datetime="yesterday"), "record 1 (id E1) of the page: cursor field 'datetime' is str 'yesterday', "
+                                      "expected an ISO 8601 datetime with offset"),
+        (event(datetime="2024-05-01T12:00:00"), "cursor field 'datetime' is str '2024-05-01T12:00:00'"),
+        (event(uuid=12345), "field 'uuid' is int 12345, expected a string"),
+        ({"id": "E1", "type": "event"}, "field 'attributes' is missing or not an object"),
+    ],
+)
+def test_page_check_names_record_field_and_problem(record: dict[str, Any], problem: str) -> None:
+    with pytest.raises(InvalidPage) as caught:
+        PageCheck(BY_TABLE["events"])({"data": [event("E0"), record]})
+    assert problem in str(caught.value)
+
+
+def test_page_check_accepts_free_form_properties_of_any_type() -> None:
+    check = PageCheck(BY_TABLE["events"])
+    check({"data": [event("E1", event_properties={"size": 10}), event("E2", event_properties={"size": "XL"}),
+                    event("E3", event_properties=None, timestamp=None)]})
+
+
+def test_profile_coordinates_may_be_numbers_or_numeric_strings_but_not_words() -> None:
+    def profile(latitude: Any) -> dict[str, Any]:
+        return {"type": "profile", "id": "P1", "attributes": {
+            "email": "a@example.com", "updated": "2024-05-01T12:00:00+00:00", "location": {"latitude": latitude}}}
+
+    check = PageCheck(BY_TABLE["profiles"])
+    check({"data": [profile(48.1), profile("48.1"), profile(""), profile(None)]})
+    with pytest.raises(InvalidPage, match="field 'location__latitude' is str 'north', expected a number"):
+        check({"data": [profile("north")]})
+
+
+def test_long_values_are_not_repeated_in_messages() -> None:
+    check = PageCheck(BY_TABLE["profiles"])
+    record = {"type": "profile", "id": "P1", "attributes": {"updated": "2024-05-01T12:00:00+00:00",
+                                                             "email": ["someone.private@example.com"] * 3}}
+    with pytest.raises(InvalidPage) as caught:
+        check({"data": [record]})
+    assert "private" not in str(caught.value) and "field 'email' is list, expected a string" in str(caught.value)
