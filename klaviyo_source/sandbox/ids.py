@@ -7,7 +7,7 @@ construction, and the same seed always yields the same ids. Codecs whose ids mus
 
 from __future__ import annotations
 
-import base64
+import binascii
 from math import gcd
 
 MASK64 = (1 << 64) - 1
@@ -19,6 +19,7 @@ _CROCKFORD_PAIRS = [_CROCKFORD[i >> 5] + _CROCKFORD[i & 31] for i in range(1024)
 _ULID_SHIFTS = tuple(range(120, -1, -10))
 _EVENT_MUL = (0x8CB92BA72F3D8DD7D1B54A32D192ED03 << 32) | 0x9E3779B1
 _EVENT_ADD = 0x5851F42D4C957F2D14057B7EF767814F3C6EF372
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BASE62_VALUE = {c: i for i, c in enumerate(_BASE62)}
 
@@ -130,7 +131,7 @@ def event_id(i: int, salt: int) -> str:
     """
     v = (i * _EVENT_MUL + (salt + 1) * _EVENT_ADD) & _MASK160
     v ^= v >> 79
-    return base64.urlsafe_b64encode(v.to_bytes(20, "big"))[:27].decode()
+    return binascii.b2a_base64(v.to_bytes(20, "big"), newline=False)[:27].translate(_URLSAFE).decode()
 
 
 def uuid_like(i: int, salt: int) -> str:

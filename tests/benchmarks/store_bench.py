@@ -10,6 +10,7 @@ pages sorted by updated; 100-member pages of a list; and ground_truth().
 from __future__ import annotations
 
 import argparse
+import gc
 import resource
 import time
 from datetime import datetime, timezone
@@ -46,6 +47,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--profiles", type=int, default=200_000)
     parser.add_argument("--pages", type=int, default=50)
+    parser.add_argument("--freeze", action="store_true",
+                        help="gc.freeze() after the build, as a long-running sandbox process should")
     args = parser.parse_args()
     sizes = Sizes(events=args.events, profiles=args.profiles, members_per_list=args.profiles // 4,
                   members_per_segment=args.profiles // 8)
@@ -54,6 +57,8 @@ def main() -> None:
     start = time.perf_counter()
     store = Store(seed=1, sizes=sizes, anchor=anchor)
     print(f"build: {time.perf_counter() - start:.2f} s wall, RSS {rss_mb():.0f} MB")
+    if args.freeze:
+        gc.freeze()  # the store's objects live as long as the process: keep them out of every collection
 
     middle = datetime.fromtimestamp(store.world.events.ts[args.events // 2], timezone.utc)
     window = (Cond("greater-or-equal", "datetime", middle), Cond("less-than", "datetime", anchor))
