@@ -178,10 +178,12 @@ class KlaviyoClient:
         error: type[KlaviyoAPIError] = KlaviyoAPIError,
     ) -> int:
         """Sleeps before the next attempt, or raises `error` once the attempts are used up."""
+        problem = problem.rstrip(". ")
         if attempt + 1 >= self.retry.attempts:
             raise error(label, status, f"{problem}; gave up after {attempt + 1} attempts")
         delay = self.retry.delay(attempt)
-        log.warning("%s: %s; retry %d in %.1f s", label, problem, attempt + 1, delay)
+        answered = f"HTTP {status}: " if status else ""
+        log.warning("%s: %s%s; retry %d in %.2f s", label, answered, problem, attempt + 1, delay)
         time.sleep(delay)
         return attempt + 1
 

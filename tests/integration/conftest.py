@@ -14,7 +14,9 @@ from typing import Any
 import dlt
 import pytest
 
+from klaviyo_source import client as client_module
 from klaviyo_source import klaviyo_source
+from klaviyo_source.client import RetryPolicy
 from klaviyo_source.endpoints import BY_TABLE
 from klaviyo_source.sandbox import Sandbox
 from klaviyo_source.windows import parse_instant
@@ -126,3 +128,30 @@ def assert_matches_ground_truth(loader: Loader, tables: list[str] | None = None)
 
 def requests_sent(stats: dict[str, Any]) -> int:
     return int(stats["total"])
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> RetryPolicy:
+    """Backoff in milliseconds, so cases that exhaust their retries (outages) fail in a moment."""
+    policy = RetryPolicy(attempts=6, base=0.01, cap=0.05)
+    monkeypatch.setattr(client_module, "DEFAULT_RETRY", policy)
+    return policy
+
+
+def cursors(loader: Loader) -> dict[tuple[str, str], datetime]:
+    """Every saved cursor of the pipeline: (table, partition) -> instant read through."""
+    resources = loader.pipeline().state.get("sources", {}).get("klaviyo", {}).get("resources", {})
+    return {
+        (table, key): parse_instant(value)
+        for table, state in resources.items()
+        for key, value in (state.get("cursors") or {}).items()
+    }
+
+
+def assert_cursors_moved_by(before: dict[tuple[str, str], datetime], after: dict[tuple[str, str], datetime],
+                            ran_until: datetime) -> None:
+    """A run's cursors never go back, never pass the moment the run ended, and none is lost."""
+    assert set(before) <= set(after), f"cursors lost: {set(before) - set(after)}"
+    for key, instant in after.items():
+        assert instant <= ran_until, f"{key} skipped ahead to {instant} (run ended {ran_until})"
+        assert key not in before or instant >= before[key], f"{key} went back from {before[key]} to {instant}"

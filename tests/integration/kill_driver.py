@@ -1,0 +1,52 @@
+"""Runs the pipeline CLI in this process and kills the process with SIGKILL at a chosen moment.
+
+    python -m tests.integration.kill_driver extract:12 -- --pipeline-name ... (CLI arguments)
+    python -m tests.integration.kill_driver load:3 -- ...
+
+`extract:N` dies when the N-th Klaviyo page has arrived (pages still being read, nothing committed);
+`load:N` dies when the N-th load job has finished (some tables loaded, the package half done). SIGKILL
+gives the run no chance to clean up, like a killed container or an OOM kill.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from dlt.common.destination.client import RunnableLoadJob
+
+from klaviyo_source.client import KlaviyoClient
+from pipelines.klaviyo_pipeline import main
+
+
+def die_on_call(owner: type, name: str, calls: int) -> None:
+    """Wraps owner.name so that the process is killed right after the `calls`-th call returns."""
+    original: Callable[..., Any] = getattr(owner, name)
+    lock = threading.Lock()
+    count = 0
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal count
+        result = original(*args, **kwargs)
+        with lock:
+            count += 1
+            if count >= calls:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(owner, name, wrapper)
+
+
+if __name__ == "__main__":
+    moment, separator, *cli = sys.argv[1:]
+    assert separator == "--", __doc__
+    step, calls = moment.split(":")
+    if step == "extract":
+        die_on_call(KlaviyoClient, "get", int(calls))
+    else:
+        die_on_call(RunnableLoadJob, "run_managed", int(calls))
+    sys.exit(main(cli))

@@ -1,0 +1,213 @@
+"""The fault matrix: whatever Klaviyo or the machine does, the run that follows leaves every row exactly once.
+
+Each case loads under a fault, checks every table against the sandbox's ground truth (nothing missing,
+nothing extra, nothing twice), then changes the account and loads again under the same fault. Runs that
+must fail (an outage, a record broken on every answer, a killed process) are checked to have left the
+destination and the cursors as they were, and the clean rerun to finish the job.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from klaviyo_source import TABLES
+from klaviyo_source.client import KlaviyoClient
+from klaviyo_source.errors import InvalidRecordError, KlaviyoAPIError
+from klaviyo_source.sandbox import Sandbox
+from pipelines.klaviyo_pipeline import root_cause
+from tests.integration.conftest import (
+    SIZES,
+    Loader,
+    assert_cursors_moved_by,
+    assert_matches_ground_truth,
+    cursors,
+    duckdb_loader,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Rate limits far below what the governor expects (Klaviyo's published tiers): it learns of them only
+# from 429 answers, so every burst of the run is throttled and must wait for Retry-After.
+STORM = {"/events": (2, 100_000), "/profiles": (2, 100_000), "/lists/{id}/profiles": (2, 100_000),
+         "/segments/{id}/profiles": (2, 100_000), "/campaigns": (1, 100_000)}
+
+TRANSIENT_CASES: dict[str, dict[str, Any]] = {
+    "429 storm": {"rate_limits": STORM},
+    "5xx at 10%": {"faults": [{"kind": "status", "status": 503, "probability": 0.05},
+                              {"kind": "status", "status": 500, "probability": 0.02},
+                              {"kind": "status", "status": 502, "probability": 0.02},
+                              {"kind": "status", "status": 504, "probability": 0.01}]},
+    "connection resets": {"faults": [{"kind": "reset", "probability": 0.1}]},
+    "truncated bodies": {"faults": [{"kind": "truncate", "probability": 0.1}]},
+    "malformed records": {"faults": [{"kind": "malformed", "variant": "drop_id", "probability": 0.08},
+                                     {"kind": "malformed", "variant": "wrong_type", "probability": 0.08}]},
+}
+
+
+def change_the_account(sandbox: Sandbox) -> None:
+    """Changes between two scheduled runs, stamped in a second before the next run starts.
+
+    A run reads up to the whole second it starts in, exclusive; a change stamped in that very second
+    belongs to the run after it, which the ground truth (taken now) would not know.
+    """
+    sandbox.mutate("add_events", count=40)
+    sandbox.mutate("add_events", count=5, offset_seconds=-3600)  # late, inside the lookback
+    sandbox.mutate("update_profiles", count=12)
+    sandbox.mutate("add_members", kind="list", count=5)
+    sandbox.mutate("add_campaign", channel="email")
+    time.sleep(1.05 - datetime.now(timezone.utc).microsecond / 1e6)
+
+
+def load_and_check(loader: Loader) -> int:
+    """One run that must succeed; returns the rows checked against the ground truth."""
+    before = cursors(loader)
+    loader.run()
+    assert_cursors_moved_by(before, cursors(loader), datetime.now(timezone.utc))
+    return sum(assert_matches_ground_truth(loader).values())
+
+
+def failing_run(loader: Loader) -> BaseException:
+    """A run that must fail: returns its innermost error after checking it changed nothing."""
+    before = cursors(loader)
+    counts = {t: len(loader.keys(t)) for t in TABLES} if before else None
+    with pytest.raises(PipelineStepFailed) as caught:
+        loader.run()
+    assert cursors(loader) == before, "a failed run moved the cursors"
+    if counts is not None:
+        assert {t: len(loader.keys(t)) for t in TABLES} == counts, "a failed run changed the destination"
+    return root_cause(caught.value)
+
+
+@pytest.mark.parametrize("case", TRANSIENT_CASES)
+def test_transient_faults_lose_and_double_nothing(
+    case: str, loader: Loader, sandbox: Sandbox, fast_retries: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox.configure(**TRANSIENT_CASES[case])
+    rows = load_and_check(loader)
+    change_the_account(sandbox)
+    rows += load_and_check(loader)
+    stats = sandbox.stats()
+    fired = stats["throttled"] if case == "429 storm" else sum(stats["faults"].values())
+    assert fired > 0, f"{case}: the fault never fired, the case proves nothing"
+    with capsys.disabled():
+        print(f"\nfault matrix | {case} | runs 2 | faults fired {fired} | rows checked {rows}")
+
+
+def test_outage_mid_run_changes_nothing_and_a_clean_rerun_completes(
+    loader: Loader, sandbox: Sandbox, fast_retries: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = load_and_check(loader)
+    change_the_account(sandbox)
+    sandbox.configure(faults=[{"kind": "outage", "status": 503, "from_request": 8}])
+    error = failing_run(loader)
+    assert isinstance(error, KlaviyoAPIError)
+    assert str(error).startswith("Klaviyo /")
+    assert ": HTTP 503: An injected fault occurred; gave up after 6 attempts." in str(error)
+    sandbox.clear_faults()
+    rows += load_and_check(loader)
+    with capsys.disabled():
+        print(f"\nfault matrix | outage mid-run + clean rerun | runs 3 (1 failed) | rows checked {rows}")
+
+
+def test_record_broken_on_every_answer_fails_naming_it_and_loads_once_fixed(
+    loader: Loader, sandbox: Sandbox, fast_retries: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox.configure(faults=[{"kind": "malformed", "variant": "drop_id", "probability": 1.0, "path": "/api/events"}])
+    error = failing_run(loader)
+    assert isinstance(error, InvalidRecordError)
+    message = str(error)
+    assert message.startswith("Klaviyo /events: HTTP 200: record ") and "field 'id' is missing" in message
+    assert "gave up after 6 attempts" in message and "no cursor moved" in message
+    assert not cursors(loader)
+    sandbox.configure(faults=[{"kind": "malformed", "variant": "wrong_type", "probability": 1.0,
+                               "path": "/api/profiles"}])
+    error = failing_run(loader)
+    assert "Klaviyo /profiles: HTTP 200: record " in str(error) and "field 'email' is int 12345, expected a string" \
+        in str(error)
+    sandbox.clear_faults()
+    rows = load_and_check(loader)
+    with capsys.disabled():
+        print(f"\nfault matrix | record malformed on every answer | runs 3 (2 failed) | rows checked {rows}")
+
+
+def test_a_property_that_changes_type_loads_as_sent(loader: Loader, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Event properties are free-form: `size` a number in one event, a string in the next, both load."""
+    original = KlaviyoClient.get
+    changed: list[str] = []
+
+    def get(self: KlaviyoClient, url: str, params: Any, governor: Any, label: str, check: Any = None) -> Any:
+        document = original(self, url, params, governor, label, check)
+        if label == "/events" and not changed and len(document["data"]) >= 2:
+            for value, record in zip((42, "forty-two"), document["data"], strict=False):
+                record["attributes"]["event_properties"] = {**record["attributes"]["event_properties"], "size": value}
+                changed.append(record["id"])
+        return document
+
+    monkeypatch.setattr(KlaviyoClient, "get", get)
+    loader.run(resources=["events"])
+    assert len(changed) == 2
+    sizes = dict(loader.rows("events", """id, event_properties->>'$.size'"""))
+    assert {sizes[changed[0]], sizes[changed[1]]} == {"42", "forty-two"}
+    assert_matches_ground_truth(loader, ["events"])
+
+
+# --- killed processes ------------------------------------------------------------------------------
+
+@pytest.fixture
+def process_sandbox() -> Iterator[Sandbox]:
+    anchor = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
+    with Sandbox(seed=5, rate_limits="off", anchor=anchor, mode="process", **SIZES) as sb:
+        yield sb
+
+
+def run_cli(loader: Loader, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI in its own process, as a scheduler starts it; with kill_at, SIGKILLed at that moment."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SOURCES__KLAVIYO__API_KEY": loader.sandbox.api_key,
+           "SOURCES__KLAVIYO__BASE_URL": loader.sandbox.base_url}
+    args = ["--pipeline-name", loader.name, "--pipelines-dir", str(loader.workdir / "pipelines"),
+            "--duckdb-file", str(loader.workdir / "klaviyo.duckdb"), "--dataset", loader.dataset,
+            "--log-level", "WARNING"]
+    if kill_at:
+        command = [sys.executable, "-m", "tests.integration.kill_driver", kill_at, "--", *args]
+    else:
+        command = [sys.executable, str(REPO / "pipelines" / "klaviyo_pipeline.py"), *args]
+    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "incremental"),
+    [("extract:6", False), ("load:4", False), ("extract:4", True), ("load:6", True)],
+    ids=["mid-extract-first-load", "mid-load-first-load", "mid-extract-incremental", "mid-load-incremental"],
+)
+def test_sigkill_then_rerun_loses_and_doubles_nothing(
+    kill_at: str, incremental: bool, process_sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loader = duckdb_loader(process_sandbox, tmp_path)
+    rows = runs = 0
+    if incremental:
+        assert run_cli(loader).returncode == 0
+        rows, runs = sum(assert_matches_ground_truth(loader).values()), 1
+        change_the_account(process_sandbox)
+    before = cursors(loader) if incremental else {}
+    killed = run_cli(loader, kill_at)
+    assert killed.returncode == -9, killed.stderr
+    if kill_at.startswith("extract"):
+        # killed before anything was committed: the destination and the cursors are as they were
+        assert (cursors(loader) if incremental else {}) == before
+    result = run_cli(loader)
+    assert result.returncode == 0, result.stderr
+    assert_cursors_moved_by(before, cursors(loader), datetime.now(timezone.utc))
+    rows += sum(assert_matches_ground_truth(loader).values())
+    with capsys.disabled():
+        print(f"\nfault matrix | SIGKILL {kill_at} {'incremental' if incremental else 'first load'} + rerun "
+              f"| runs {runs + 2} (1 killed) | rows checked {rows}")
