@@ -145,8 +145,10 @@ def one_line(exc: BaseException) -> str:
     first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
     step = getattr(exc, "step", None)
     if step in ("load", "sync"):
-        return (f"the destination failed ({step} step): {first} - check the destination's credentials and that it "
-                "is reachable; the run is retried from its last good state.")
+        after = ("nothing was read or loaded" if step == "sync"
+                 else "what was read waits in the pipeline folder and the next run loads it first")
+        return (f"the destination failed ({step} step): {first} - check its credentials and that it is reachable; "
+                f"{after}.")
     where = f"{step} step: " if step else ""
     return f"{where}{type(cause).__name__}: {first}"
 
