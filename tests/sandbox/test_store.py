@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -560,6 +561,32 @@ def test_delete_takes_children_along(table: str, child: str | None) -> None:
         assert not [m for m in after[child] if m[0] == victim] and [m for m in before[child] if m[0] == victim]
     elif child:
         assert len(after[child]) < len(before[child])
+
+
+def test_queries_and_mutations_from_many_threads() -> None:
+    store = new_store()
+    errors: list[BaseException] = []
+    order = ("datetime", False)
+
+    def reader() -> None:
+        try:
+            for _ in range(5):
+                ids = [e["id"] for e in walk(store, "/events", sort=order, size=37)]
+                assert len(ids) == len(set(ids))
+                walk(store, "/profiles", sort=("updated", True), size=11)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for k in range(20):
+        store.mutate("add_events", count=3, offset_seconds=-k * 3600)
+        store.mutate("update_profiles", count=2)
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert len(store.ground_truth()["events"]) == SIZES.events + 60
 
 
 def test_bad_mutations_are_400() -> None:
