@@ -4,6 +4,7 @@ helpers to compare every table with the sandbox's ground truth."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -124,6 +125,12 @@ def assert_matches_ground_truth(loader: Loader, tables: list[str] | None = None)
         assert not missing and not extra, f"{table}: {len(missing)} missing, {len(extra)} extra"
         checked[table] = len(keys)
     return checked
+
+
+def settle() -> None:
+    """Mutations are stamped with the current second; a run that starts within that same second rightly
+    leaves them to the next run (its window is [.., start)), so tests that expect them now wait a second."""
+    time.sleep(1.1)
 
 
 def requests_sent(stats: dict[str, Any]) -> int:

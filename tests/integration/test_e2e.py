@@ -10,7 +10,7 @@ import pytest
 
 from klaviyo_source import TABLES
 from klaviyo_source.sandbox import Sandbox
-from tests.integration.conftest import Loader, assert_matches_ground_truth, requests_sent
+from tests.integration.conftest import Loader, assert_matches_ground_truth, requests_sent, settle
 
 
 def test_full_load_equals_ground_truth(loader: Loader) -> None:
@@ -70,6 +70,7 @@ def test_mutations_are_picked_up_exactly(loader: Loader, sandbox: Sandbox) -> No
     for channel in ("email", "sms", "mobile_push"):
         sandbox.mutate("add_campaign", channel=channel)
     sandbox.mutate("add_flow")
+    settle()
     loader.run(events_lookback_hours=6)
     assert_matches_ground_truth(loader)
     events = set(loader.keys("events"))
@@ -82,6 +83,7 @@ def test_rerun_on_a_fresh_machine_resumes_from_destination_state(loader: Loader,
     loader.run()
     shutil.rmtree(loader.workdir / "pipelines")  # a new machine: only the destination remains
     sandbox.mutate("add_events", count=12)
+    settle()
     sandbox.reset_stats()
     loader.run()
     assert_matches_ground_truth(loader)
@@ -124,5 +126,6 @@ def test_full_and_incremental_load_into_postgres(postgres_loader: Loader, sandbo
     sandbox.mutate("add_events", count=20)
     sandbox.mutate("update_profiles", count=10)
     sandbox.mutate("add_members", kind="segment", count=3)
+    settle()
     postgres_loader.run()
     assert_matches_ground_truth(postgres_loader)
