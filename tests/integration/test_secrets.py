@@ -76,10 +76,11 @@ def test_cli_output_and_folder_hold_no_key(loader: Loader, sandbox: Sandbox) -> 
                str(loader.workdir / "klaviyo.duckdb"), "--dataset", loader.dataset, "--log-level", "DEBUG"]
     good = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert good.returncode == 0, good.stderr
-    sandbox.configure(faults=[{"kind": "status", "status": 503, "probability": 1.0, "path": "/api/tags"}])
+    limited = sandbox.create_key(["accounts:read"])
+    env["SOURCES__KLAVIYO__API_KEY"] = limited
     bad = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 1 and "error: Klaviyo /tags: HTTP 503" in bad.stderr
+    assert bad.returncode == 1 and "HTTP 403" in bad.stderr
     output = good.stdout + good.stderr + bad.stdout + bad.stderr
     assert "GET /api/events?" in output  # urllib3's DEBUG lines are there: the check can fail
-    assert sandbox.api_key not in output
-    assert files_holding(loader.workdir, [sandbox.api_key]) == []
+    assert sandbox.api_key not in output and limited not in output
+    assert files_holding(loader.workdir, [sandbox.api_key, limited]) == []
