@@ -93,6 +93,8 @@ def backfill(
     if unfit:
         raise ConfigurationError(f"Cannot backfill {', '.join(unfit)} in chunks; choose from {', '.join(CHUNKABLE)}.")
     finish_pending(pipeline)
+    if not tables:
+        return []
     if refresh is None:
         pipeline.sync_destination()  # a new machine continues from the cursors in the destination
         done = read_through(pipeline, tables)

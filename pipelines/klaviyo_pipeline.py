@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.demo:
                 print_demo_summary(pipeline)
     except (KlaviyoSourceError, PipelineStepFailed, DltException) as exc:
+        log.debug("the failure in full", exc_info=exc)  # --log-level DEBUG shows the traceback
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(root_cause(exc), ConfigurationError) else 1
     return 0
