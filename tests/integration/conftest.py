@@ -42,6 +42,8 @@ SIZES: dict[str, int] = {
     "codes_per_coupon": 30,
 }
 
+REPO = Path(__file__).resolve().parents[2]
+
 MEMBER_KEYS = {"list_members": ("list_id", "profile_id"), "segment_members": ("segment_id", "profile_id")}
 
 

@@ -129,3 +129,12 @@ def test_full_and_incremental_load_into_postgres(postgres_loader: Loader, sandbo
     settle()
     postgres_loader.run()
     assert_matches_ground_truth(postgres_loader)
+
+
+def test_predictive_analytics_is_opt_in(loader: Loader, sandbox: Sandbox) -> None:
+    loader.run(resources=["profiles"])
+    assert loader.rows("profiles", "count(predictive_analytics)")[0][0] == 0
+    loader.run(resources=["profiles"], predictive_analytics=True, start_date="2000-01-01",
+               end_date=datetime.now(timezone.utc).isoformat())
+    assert loader.rows("profiles", "count(predictive_analytics)")[0][0] > 0
+    assert_matches_ground_truth(loader, ["profiles"])
