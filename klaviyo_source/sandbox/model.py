@@ -1,0 +1,75 @@
+"""The contract between the simulator's HTTP layer (server.py) and its data (store.py).
+
+The HTTP layer validates a request against Klaviyo's spec rules and turns it into a `Query`;
+the store answers a `Query` with a `Page`. Neither side knows how the other works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Cond:
+    """One filter condition, already parsed and validated against the endpoint's allowed operators.
+
+    `op` is Klaviyo's operator name (equals, any, greater-or-equal, greater-than, less-or-equal,
+    less-than, contains, contains-any, contains-all, starts-with, ends-with, has). `field` is the
+    filter field as Klaviyo names it (e.g. "datetime", "messages.channel", "coupon.id").
+    `value` is a Python value: str, bool, int, float, an aware UTC datetime, a list of those, or None
+    for `has`.
+    """
+
+    op: str
+    field: str
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Query:
+    """A validated GET on a collection.
+
+    endpoint: the spec path template without the /api prefix, e.g. "/events", "/lists/{id}/profiles".
+    path_id: the `{id}` of a nested path, else None.
+    conds: conditions, ANDed.
+    sort: (field, descending) or None when the request sent no `sort`.
+    page_size: the effective page size (defaulted by the HTTP layer), or None when the endpoint is
+        not paginated.
+    cursor: the opaque `page[cursor]` the store handed out earlier, or None for the first page.
+    fields: sparse fieldsets, resource type -> attribute names (dotted sub-paths allowed).
+    additional_fields: resource type -> extra attribute names (e.g. profile -> subscriptions).
+    include: related resource names to put into `included`.
+    account: the account id the API key belongs to.
+    """
+
+    endpoint: str
+    path_id: str | None = None
+    conds: tuple[Cond, ...] = ()
+    sort: tuple[str, bool] | None = None
+    page_size: int | None = None
+    cursor: str | None = None
+    fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    additional_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    include: tuple[str, ...] = ()
+    account: str = ""
+
+
+@dataclass
+class Page:
+    """One page of JSON:API resource objects (dicts with type, id, attributes, relationships, links)."""
+
+    data: list[dict[str, Any]]
+    included: list[dict[str, Any]] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+class StoreError(Exception):
+    """A request the store cannot answer; the HTTP layer renders it as a JSON:API error."""
+
+    def __init__(self, status: int, code: str, detail: str, parameter: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.parameter = parameter
