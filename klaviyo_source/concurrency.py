@@ -10,6 +10,7 @@ letting pages pile up in memory.
 from __future__ import annotations
 
 import contextlib
+import gc
 import queue
 import threading
 from collections import deque
@@ -21,6 +22,41 @@ T = TypeVar("T")
 Task = Callable[["TaskPool[T]"], Iterable[T]]
 
 _DONE = object()
+
+# Parsed pages are trees of thousands of dicts, freed by reference counting, never cyclic. With Python's
+# default first-generation threshold (700) every page triggers dozens of young collections that promote
+# the pages other threads hold, and full collections then ran every couple of pages: measured at 40% of
+# extraction time for 300k events. While pools run, young collections wait for this many allocations.
+YOUNG_GC_THRESHOLD = 50_000
+
+
+class _GcThreshold:
+    """Raises gc's first threshold while any pool runs and restores the caller's when the last one ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: tuple[int, int, int] = gc.get_threshold()
+
+    @contextlib.contextmanager
+    def raised(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._saved = gc.get_threshold()
+                young, *older = self._saved
+                if young:  # 0 means the caller disabled automatic collection: leave it so
+                    gc.set_threshold(max(young, YOUNG_GC_THRESHOLD), *older)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    gc.set_threshold(*self._saved)
+
+
+_gc_threshold = _GcThreshold()
 
 
 class TaskPool(Generic[T]):
@@ -46,6 +82,10 @@ class TaskPool(Generic[T]):
             return self.workers - self._running - len(self._pending)
 
     def results(self, tasks: Iterable[Task[T]]) -> Iterator[T]:
+        with _gc_threshold.raised():
+            yield from self._results(tasks)
+
+    def _results(self, tasks: Iterable[Task[T]]) -> Iterator[T]:
         for task in tasks:
             self.submit(task)
         threads = [threading.Thread(target=self._work, daemon=True, name=f"klaviyo-{i}") for i in range(self.workers)]

@@ -89,6 +89,7 @@ class Run:
     started: float = 0.0  # epoch seconds at pipeline.run start (rate windows are clock-aligned)
     steps: dict[str, float] = field(default_factory=dict)
     minute_counts: list[int] = field(default_factory=list)  # requests per full clock minute after the first
+    server_cpu: float = 0.0  # the sandbox's CPU seconds during the run: on 2 cores it competes with ours
 
 
 # --- the lower bound --------------------------------------------------------------------------------
@@ -133,13 +134,15 @@ def child_main(spec: dict[str, Any]) -> None:
     import resource
 
     import dlt
+    from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
     from klaviyo_source import klaviyo_source
 
     workdir = Path(spec["workdir"])
+    credentials = DuckDbCredentials(str(workdir / "bench.duckdb"), global_config=spec["duckdb_config"] or None)
     pipeline = dlt.pipeline(
         pipeline_name="bench",
-        destination=dlt.destinations.duckdb(str(workdir / "bench.duckdb")),
+        destination=dlt.destinations.duckdb(credentials),
         dataset_name="klaviyo",
         pipelines_dir=str(workdir / "pipelines"),
     )
@@ -194,12 +197,22 @@ def ok_requests(stats: dict[str, Any]) -> int:
     return sum(r["count"] for r in stats["requests"] if r["status"] != 429 and r["path"].startswith("/api/"))
 
 
-def run_child(sandbox: Sandbox, run: Run, scenario: dict[str, Any], workdir: Path) -> Run:
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (fields 14 and 15 of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_child(
+    sandbox: Sandbox, run: Run, scenario: dict[str, Any], workdir: Path, duckdb_config: dict[str, Any]
+) -> Run:
     spec = {
+        "duckdb_config": duckdb_config,
         "workdir": str(workdir), "api_key": sandbox.api_key, "base_url": sandbox.base_url,
         "resources": scenario["resources"], "table": scenario["table"], "concurrency": run.concurrency,
     }
     sandbox.reset_stats()
+    server_cpu = process_cpu(sandbox.pid)
     with MinuteSampler(sandbox) as sampler:
         process = subprocess.Popen(
             [sys.executable, __file__, "--child", json.dumps(spec)], cwd=ROOT, stdout=subprocess.PIPE,
@@ -210,6 +223,7 @@ def run_child(sandbox: Sandbox, run: Run, scenario: dict[str, Any], workdir: Pat
         process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"{run.tier}/{run.scenario}/{run.variant} failed (exit {process.returncode})")
+    server_cpu = process_cpu(sandbox.pid) - server_cpu
     measured = json.loads(output.strip().splitlines()[-1])
     stats = sandbox.stats()
     pages: dict[str, int] = {}
@@ -220,9 +234,20 @@ def run_child(sandbox: Sandbox, run: Run, scenario: dict[str, Any], workdir: Pat
         run,
         rows=measured["rows"], wall=measured["wall"], cpu=measured["cpu"], started=measured["started"],
         steps=measured["steps"], rss_mb=usage.ru_maxrss / 1024, requests=int(stats["total"]),
-        throttled=int(stats["throttled"]), pages_by_path=pages,
+        throttled=int(stats["throttled"]), pages_by_path=pages, server_cpu=server_cpu,
         minute_counts=[b - a for a, b in zip(sampler.samples, sampler.samples[1:], strict=False)],
     )
+
+
+# DuckDB's defaults let a 1M-row merge take 2.4 GB (memory_limit is 80% of RAM); a limit bounds it (spilling
+# to disk if needed) and unordered inserts need less memory. Passed as explicit credentials because a
+# [destination.duckdb.credentials] table in config.toml breaks `destination="duckdb"` without a path.
+DUCKDB_SETTINGS = "memory_limit=256MB,preserve_insertion_order=false"
+
+
+def duckdb_settings(text: str) -> dict[str, Any]:
+    pairs = (item.split("=", 1) for item in text.split(",") if item)
+    return {k.strip(): {"true": True, "false": False}.get(v.strip(), v.strip()) for k, v in pairs}
 
 
 # --- the benchmark ----------------------------------------------------------------------------------
@@ -243,13 +268,13 @@ def run_tier(tier: str, sizes: Sizes, args: argparse.Namespace, base: Path) -> l
                 sandbox.configure(latency=args.latency if limited else 0.0,
                                   rate_limits=args.rate_limits if limited else "off")
                 workdir = base / f"{tier}-{name}-{variant}"
-                run = run_child(sandbox, Run(tier, name, variant, concurrency), scenario, workdir)
+                run = run_child(sandbox, Run(tier, name, variant, concurrency), scenario, workdir, args.duckdb)
                 bound = max(bound_of(run, args.latency), cpu_wall) if limited else run.wall
                 cpu_wall = run.wall if variant == "cpu" else cpu_wall
                 results.append((run, bound))
                 print(row(run, bound), flush=True)
                 if variant == "limited":
-                    rerun = run_child(sandbox, Run(tier, name, "rerun", concurrency), scenario, workdir)
+                    rerun = run_child(sandbox, Run(tier, name, "rerun", concurrency), scenario, workdir, args.duckdb)
                     results.append((rerun, 0.0))
                     print(row(rerun, 0.0), flush=True)
     return results
@@ -258,7 +283,7 @@ def run_tier(tier: str, sizes: Sizes, args: argparse.Namespace, base: Path) -> l
 HEADER = (
     f"{'tier':<6} {'scenario':<9} {'variant':<8} {'conc':>4} {'rows':>9} {'wall s':>8} {'rows/s':>8} "
     f"{'CPU ms/1k':>9} {'RSS MB':>7} {'requests':>8} {'429s':>5} {'bound s':>8} {'wall/bound':>10}  "
-    f"{'extract/normalize/load s':<26} {'req per full minute'}"
+    f"{'server CPU s':>12}  {'extract/normalize/load s':<26} {'req per full minute'}"
 )
 
 
@@ -270,7 +295,7 @@ def row(run: Run, bound: float) -> str:
     return (
         f"{run.tier:<6} {run.scenario:<9} {run.variant:<8} {run.concurrency:>4} {run.rows:>9,} {run.wall:>8.1f} "
         f"{rate:>8,.0f} {per_k:>9.1f} {run.rss_mb:>7.0f} {run.requests:>8,} {run.throttled:>5} "
-        f"{bound if bound else 0:>8.1f} {ratio}  {steps:<26} {run.minute_counts or ''}"
+        f"{bound if bound else 0:>8.1f} {ratio} {run.server_cpu:>12.1f}  {steps:<26} {run.minute_counts or ''}"
     )
 
 
@@ -319,6 +344,10 @@ def main() -> None:
     p.add_argument("--rate-limits", default="real", help="sandbox rate limits in limited runs")
     p.add_argument("--no-serial", action="store_true", help="skip the concurrency=1 baselines")
     p.add_argument("--workdir", type=Path, default=None, help="where DuckDB files go (default: a temp dir)")
+    p.add_argument(
+        "--duckdb", type=duckdb_settings, default=duckdb_settings(DUCKDB_SETTINGS),
+        help=f"DuckDB settings for the destination, '' for DuckDB's defaults (default {DUCKDB_SETTINGS})",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     args = p.parse_args()
     tiers = args.tiers or (["small"] if args.quick else ["small", "full"])
