@@ -2,10 +2,12 @@
 
     python -m tests.integration.kill_driver extract:12 -- --pipeline-name ... (CLI arguments)
     python -m tests.integration.kill_driver load:3 -- ...
+    python -m tests.integration.kill_driver load:events -- ...
 
 `extract:N` dies when the N-th Klaviyo page has arrived (pages still being read, nothing committed);
-`load:N` dies when the N-th load job has finished (some tables loaded, the package half done). SIGKILL
-gives the run no chance to clean up, like a killed container or an OOM kill.
+`load:N` dies when the N-th load job has finished (some tables loaded, the package half done);
+`load:<table>` dies when the load job of that table has finished, before dlt records it as done.
+SIGKILL gives the run no chance to clean up, like a killed container or an OOM kill.
 """
 
 from __future__ import annotations
@@ -23,17 +25,18 @@ from klaviyo_source.client import KlaviyoClient
 from pipelines.klaviyo_pipeline import main
 
 
-def die_on_call(owner: type, name: str, calls: int) -> None:
-    """Wraps owner.name so that the process is killed right after the `calls`-th call returns."""
+def die_on_call(owner: type, name: str, calls: int, when: Callable[[Any], bool] = lambda _: True) -> None:
+    """Wraps owner.name so that the process is killed right after the `calls`-th call for which `when`
+    (given the instance) holds has returned."""
     original: Callable[..., Any] = getattr(owner, name)
     lock = threading.Lock()
     count = 0
 
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         nonlocal count
-        result = original(*args, **kwargs)
+        result = original(self, *args, **kwargs)
         with lock:
-            count += 1
+            count += when(self)
             if count >= calls:
                 os.kill(os.getpid(), signal.SIGKILL)
         return result
@@ -44,9 +47,11 @@ def die_on_call(owner: type, name: str, calls: int) -> None:
 if __name__ == "__main__":
     moment, separator, *cli = sys.argv[1:]
     assert separator == "--", __doc__
-    step, calls = moment.split(":")
+    step, at = moment.split(":")
     if step == "extract":
-        die_on_call(KlaviyoClient, "get", int(calls))
+        die_on_call(KlaviyoClient, "get", int(at))
+    elif at.isdigit():
+        die_on_call(RunnableLoadJob, "run_managed", int(at))
     else:
-        die_on_call(RunnableLoadJob, "run_managed", int(calls))
+        die_on_call(RunnableLoadJob, "run_managed", 1, lambda job: job.load_table_name == at)
     sys.exit(main(cli))

@@ -182,8 +182,9 @@ def run_cli(loader: Loader, kill_at: str | None = None, *extra: str) -> subproce
 
 @pytest.mark.parametrize(
     ("kill_at", "incremental"),
-    [("extract:6", False), ("load:4", False), ("extract:4", True), ("load:6", True)],
-    ids=["mid-extract-first-load", "mid-load-first-load", "mid-extract-incremental", "mid-load-incremental"],
+    [("extract:6", False), ("load:4", False), ("extract:4", True), ("load:6", True), ("load:events", True)],
+    ids=["mid-extract-first-load", "mid-load-first-load", "mid-extract-incremental", "mid-load-incremental",
+         "after-events-staged-incremental"],
 )
 def test_sigkill_then_rerun_loses_and_doubles_nothing(
     kill_at: str, incremental: bool, process_sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
