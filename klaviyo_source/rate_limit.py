@@ -20,13 +20,20 @@ from klaviyo_source.endpoints import Tier
 
 BURST_SECONDS = 1.0
 STEADY_SECONDS = 60.0
+# Klaviyo counts a request when it arrives, not when we send it. A request sent just before a window ends
+# may be counted in the next window, so those are charged to both (see `margin`). Measured without this:
+# 2% of 1,000 member requests answered 429 at 100 ms latency, all at window edges.
+INITIAL_MARGIN = 0.25
+MAX_MARGIN = 0.5
 
 
 class Governor:
     """Admits requests so that neither Klaviyo window is exceeded.
 
     Windows are aligned to the clock (whole seconds, whole minutes), as Klaviyo's fixed windows are;
-    `observe()` corrects the steady window from the headers when the server disagrees.
+    `observe()` corrects the steady window from the headers when the server disagrees. `margin` is a slowly
+    decaying maximum of the time from admission to answer (capped): requests admitted that close to a
+    window's end also count against the next window.
     """
 
     def __init__(self, tier: Tier, share: float = 1.0, clock: Callable[[], float] = time.time) -> None:
@@ -40,16 +47,22 @@ class Governor:
         self._steady_end = -1.0
         self._steady_used = 0
         self._blocked_until = 0.0
+        self._burst_carry = 0  # admitted near the end of the current window: also charged to the next
+        self._steady_carry = 0
+        self._sent = threading.local()  # when this thread's request was admitted
+        self.margin = INITIAL_MARGIN
         self.waited = 0.0  # seconds threads spent waiting here, for progress reports
 
     def _roll(self, now: float) -> None:
         burst_start = math.floor(now / BURST_SECONDS) * BURST_SECONDS
         if burst_start != self._burst_start:
-            self._burst_start, self._burst_used = burst_start, 0
+            carried = self._burst_carry if burst_start == self._burst_start + BURST_SECONDS else 0
+            self._burst_start, self._burst_used, self._burst_carry = burst_start, carried, 0
         if now >= self._steady_end:
+            carried = self._steady_carry if now < self._steady_end + STEADY_SECONDS else 0
             self._steady_start = math.floor(now / STEADY_SECONDS) * STEADY_SECONDS
             self._steady_end = self._steady_start + STEADY_SECONDS
-            self._steady_used = 0
+            self._steady_used, self._steady_carry = carried, 0
 
     def acquire(self) -> None:
         """Blocks until a request may be sent, then counts it."""
@@ -61,6 +74,11 @@ class Governor:
                     if self._steady_used < self.steady_cap and self._burst_used < self.burst_cap:
                         self._steady_used += 1
                         self._burst_used += 1
+                        if now >= self._burst_start + BURST_SECONDS - self.margin:
+                            self._burst_carry += 1
+                        if now >= self._steady_end - self.margin:
+                            self._steady_carry += 1
+                        self._sent.at = now
                         return
                     if self._steady_used >= self.steady_cap:
                         wake = self._steady_end
@@ -74,6 +92,7 @@ class Governor:
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Feeds `RateLimit-Limit/Remaining/Reset` of a normal answer into the steady window."""
+        self._answered()
         limit = _first_int(headers.get("RateLimit-Limit"))
         remaining = _first_int(headers.get("RateLimit-Remaining"))
         reset = _first_int(headers.get("RateLimit-Reset"))
@@ -93,6 +112,15 @@ class Governor:
             used_as_seen = self.steady_cap - max(0, remaining - reserve)
             if used_as_seen > self._steady_used:
                 self._steady_used = used_as_seen
+
+    def _answered(self) -> None:
+        """This thread's request was answered: its time from admission feeds `margin`."""
+        sent = getattr(self._sent, "at", None)
+        if sent is None:
+            return
+        self._sent.at = None
+        with self._lock:
+            self.margin = min(MAX_MARGIN, max(self._clock() - sent, 0.95 * self.margin))
 
     def throttled(self, retry_after: float) -> None:
         """Klaviyo answered 429: every thread waits `retry_after` seconds, then the windows start anew."""

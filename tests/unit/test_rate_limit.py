@@ -81,3 +81,30 @@ def test_retry_after_stops_every_caller(clock: FakeClock) -> None:
 def test_header_policy_lists_are_parsed() -> None:
     assert rate_limit._first_int("700, 700;w=60") == 700
     assert rate_limit._first_int("") is None
+
+
+def test_requests_sent_just_before_a_window_ends_also_count_in_the_next(clock: FakeClock) -> None:
+    # Klaviyo counts a request when it arrives: one sent 0.1 s before the second ends may land in the next.
+    governor = Governor(Tier(burst=3, steady=100), clock=clock)
+    clock.now = 1_000_020.9
+    for _ in range(2):
+        governor.acquire()
+    clock.now = 1_000_021.0
+    admitted_at = []
+    for _ in range(3):
+        governor.acquire()
+        admitted_at.append(clock.now)
+    assert admitted_at[0] == 1_000_021.0 and admitted_at[1:] == [1_000_022.0] * 2
+
+
+def test_margin_follows_the_time_requests_take(clock: FakeClock) -> None:
+    governor = Governor(Tier(burst=100, steady=1000), clock=clock)
+    for _ in range(100):
+        governor.acquire()
+        clock.now += 0.05
+        governor.observe({})
+    assert 0.05 <= governor.margin < 0.06
+    governor.acquire()
+    clock.now += 3.0  # a slow answer: the margin grows, but never past a fraction of the burst window
+    governor.observe({})
+    assert governor.margin == rate_limit.MAX_MARGIN
