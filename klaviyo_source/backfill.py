@@ -56,7 +56,8 @@ def finish_pending(pipeline: dlt.Pipeline) -> LoadInfo | None:
         return None
     log.info("loading the data a previous run left pending")
     info = pipeline.run(loader_file_format=LOADER_FILE_FORMAT)
-    info.raise_on_failed_jobs()
+    if info is not None:  # None when, after syncing with the destination, dlt had nothing left to load
+        info.raise_on_failed_jobs()
     return info
 
 

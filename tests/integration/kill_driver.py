@@ -6,7 +6,8 @@
 
 `extract:N` dies when the N-th Klaviyo page has arrived (pages still being read, nothing committed);
 `load:N` dies when the N-th load job has finished (some tables loaded, the package half done);
-`load:<table>` dies when the load job of that table has finished, before dlt records it as done.
+`load:<table>` dies inside the first load job of that table, right after its work is done and before
+dlt records the job as done (dlt then runs the job again on the next run).
 SIGKILL gives the run no chance to clean up, like a killed container or an OOM kill.
 """
 
@@ -25,23 +26,40 @@ from klaviyo_source.client import KlaviyoClient
 from pipelines.klaviyo_pipeline import main
 
 
-def die_on_call(owner: type, name: str, calls: int, when: Callable[[Any], bool] = lambda _: True) -> None:
-    """Wraps owner.name so that the process is killed right after the `calls`-th call for which `when`
-    (given the instance) holds has returned."""
+def die_on_call(owner: type, name: str, calls: int) -> None:
+    """Wraps owner.name so that the process is killed right after the `calls`-th call returns."""
     original: Callable[..., Any] = getattr(owner, name)
     lock = threading.Lock()
     count = 0
 
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         nonlocal count
-        result = original(self, *args, **kwargs)
+        result = original(*args, **kwargs)
         with lock:
-            count += when(self)
+            count += 1
             if count >= calls:
                 os.kill(os.getpid(), signal.SIGKILL)
         return result
 
     setattr(owner, name, wrapper)
+
+
+def die_inside_job(table: str) -> None:
+    """Kills the process inside the first load job of `table`, once the job's own work has finished."""
+    original = RunnableLoadJob.run_managed
+
+    def run_managed(self: RunnableLoadJob, *args: Any) -> None:
+        if self.load_table_name == table:
+            run = self.run
+
+            def run_then_die() -> None:
+                run()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            self.run = run_then_die  # type: ignore[method-assign]
+        original(self, *args)
+
+    RunnableLoadJob.run_managed = run_managed  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
@@ -53,5 +71,5 @@ if __name__ == "__main__":
     elif at.isdigit():
         die_on_call(RunnableLoadJob, "run_managed", int(at))
     else:
-        die_on_call(RunnableLoadJob, "run_managed", 1, lambda job: job.load_table_name == at)
+        die_inside_job(at)
     sys.exit(main(cli))
