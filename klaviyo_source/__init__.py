@@ -57,6 +57,8 @@ logging.getLogger("dlt").addFilter(_ArrowJsonHintNotice())
 DEFAULT_BASE_URL = "https://a.klaviyo.com/api"
 DEFAULT_REVISION = "2026-07-15"
 TABLES: tuple[str, ...] = (*BY_TABLE, *INCLUDED_TABLES)
+# Tables are extracted side by side (parallelized resources, [extract] workers = 8), each with its own chains.
+PARALLEL_TABLES = 8
 _REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
 
 
@@ -113,7 +115,7 @@ def klaviyo_source(
     tables = _tables(resources)
 
     ctx = RunContext(
-        client=KlaviyoClient(api_key, base_url, revision, pool_size=max(16, 2 * int(concurrency))),
+        client=KlaviyoClient(api_key, base_url, revision, pool_size=PARALLEL_TABLES * int(concurrency)),
         governors=_governors(api_key, base_url, rate_share),
         start=start,
         until=upper,

@@ -159,15 +159,6 @@ def test_a_property_that_changes_type_loads_as_sent(loader: Loader, monkeypatch:
 
 # --- killed processes ------------------------------------------------------------------------------
 
-# A load job killed after its work but before dlt records it is run again by the next run: dlt then
-# stages the same rows twice, and a merge told the staged rows are already unique inserts both.
-DOUBLED_BY_UNDEDUPLICATED_MERGE = pytest.mark.xfail(
-    strict=True,
-    reason="klaviyo_source/resources.py DEDUPLICATED_TABLES merges events with deduplicated=True; a load job "
-    "replayed after a crash stages its rows twice and every event is loaded twice",
-)
-
-
 @pytest.fixture
 def process_sandbox() -> Iterator[Sandbox]:
     anchor = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
@@ -192,7 +183,7 @@ def run_cli(loader: Loader, kill_at: str | None = None, *extra: str) -> subproce
 @pytest.mark.parametrize(
     ("kill_at", "incremental"),
     [("extract:6", False), ("load:4", False), ("extract:4", True), ("load:6", True),
-     pytest.param("load:events", False, marks=DOUBLED_BY_UNDEDUPLICATED_MERGE),
+     ("load:events", False),
      ("load:events", True)],
     ids=["mid-extract-first-load", "mid-load-first-load", "mid-extract-incremental", "mid-load-incremental",
          "inside-events-job-first-load", "inside-events-job-incremental"],
