@@ -24,6 +24,7 @@ from typing import Any
 import dlt
 from dlt.common.exceptions import DltException
 from dlt.common.typing import TRefreshMode
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from klaviyo_source import TABLES, ConfigurationError, KlaviyoSourceError, klaviyo_source
@@ -57,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--demo", action="store_true", help="start the local Klaviyo sandbox and load it")
     parser.add_argument("--destination", default="duckdb", help="any dlt destination name (default duckdb)")
     parser.add_argument("--duckdb-file", default=None, help="DuckDB file (default <pipeline name>.duckdb)")
+    parser.add_argument("--duckdb-memory-limit", default="128MB",
+                        help="DuckDB's memory limit while loading (default 128MB; it spills to disk beyond)")
     parser.add_argument("--dataset", default="klaviyo", help="dataset (schema) name")
     parser.add_argument("--pipeline-name", default="klaviyo")
     parser.add_argument("--pipelines-dir", default=None, help="dlt's working folder (default ~/.dlt/pipelines)")
@@ -95,7 +98,13 @@ def source_options(args: argparse.Namespace) -> dict[str, Any]:
 def make_pipeline(args: argparse.Namespace) -> dlt.Pipeline:
     destination: Any = args.destination
     if destination == "duckdb":
-        destination = dlt.destinations.duckdb(args.duckdb_file or f"{args.pipeline_name}.duckdb")
+        # DuckDB's own default (80% of RAM) let a 1M-event merge reach 2.4 GB; with a limit it spills to disk
+        # instead (measured: 1M events at the same speed in ~400 MB), and unordered inserts need less memory.
+        credentials = DuckDbCredentials(
+            args.duckdb_file or f"{args.pipeline_name}.duckdb",
+            global_config={"memory_limit": args.duckdb_memory_limit, "preserve_insertion_order": False},
+        )
+        destination = dlt.destinations.duckdb(credentials)
     options: dict[str, Any] = {"pipelines_dir": args.pipelines_dir} if args.pipelines_dir else {}
     return dlt.pipeline(
         pipeline_name=args.pipeline_name, destination=destination, dataset_name=args.dataset, **options
