@@ -23,7 +23,7 @@ import pyarrow as pa
 from dlt.extract.resource import DltResource
 
 from klaviyo_source.client import KlaviyoClient
-from klaviyo_source.concurrency import TaskPool
+from klaviyo_source.concurrency import Task, TaskPool
 from klaviyo_source.endpoints import ENDPOINTS, INCLUDED_TABLES, PREDICTIVE_TIER, Endpoint, Mode
 from klaviyo_source.errors import KlaviyoAPIError, MissingScopeError
 from klaviyo_source.rate_limit import Governor, GovernorRegistry
@@ -173,14 +173,14 @@ class EndpointReader:
                 return
             raise
 
-    def _chain_task(self, fixed_filter: str | None, parent_id: str | None):
+    def _chain_task(self, fixed_filter: str | None, parent_id: str | None) -> Task[Any]:
         def run(pool: TaskPool[Any]) -> Iterator[Any]:
             for document in self._pages(fixed_filter, parent_id, {}):
                 yield from self._items(document["data"], document, parent_id)
 
         return run
 
-    def _window_task(self, window: Window, fixed_filter: str | None, parent_id: str | None):
+    def _window_task(self, window: Window, fixed_filter: str | None, parent_id: str | None) -> Task[Any]:
         ep = self.ep
         field = ep.cursor
         assert field is not None
