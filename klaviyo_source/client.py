@@ -28,6 +28,7 @@ from klaviyo_source.errors import (
     RevisionError,
 )
 from klaviyo_source.rate_limit import Governor
+from klaviyo_source.rows import OBJECT
 from klaviyo_source.validate import InvalidPage
 
 log = logging.getLogger("klaviyo_source")
@@ -42,7 +43,10 @@ TRANSIENT = (
     requests.exceptions.ContentDecodingError,
 )
 
-PageCheck = Callable[[dict[str, Any]], None]
+Document = Any  # a JSON:API document: a dict (orjson.loads) or a simdjson.Object (rows.parse_lazy)
+PageCheck = Callable[[Document], None]
+# Parses a body; raises ValueError if it is not JSON (orjson's and pysimdjson's errors both are).
+Decode = Callable[[bytes], Any]
 
 
 @dataclass(frozen=True)
@@ -104,15 +108,17 @@ class KlaviyoClient:
         governor: Governor,
         label: str,
         check: PageCheck | None = None,
-    ) -> Iterator[dict[str, Any]]:
+        decode: Decode = orjson.loads,
+    ) -> Iterator[Document]:
         """Yields every JSON:API document of a collection, following `links.next` to its end.
 
         `check` raises InvalidPage for a page that must not be loaded; the page is then requested again.
+        `decode` parses a body: orjson's dicts, or rows.parse_lazy for pages that become Arrow tables.
         """
         url: str | None = self.base_url + path
         query: Mapping[str, str] | None = params
         while url:
-            document = self.get(url, query, governor, label, check)
+            document = self.get(url, query, governor, label, check, decode)
             yield document
             url = (document.get("links") or {}).get("next")
             query = None  # links.next already carries the original query
@@ -127,7 +133,8 @@ class KlaviyoClient:
         governor: Governor,
         label: str,
         check: PageCheck | None = None,
-    ) -> dict[str, Any]:
+        decode: Decode = orjson.loads,
+    ) -> Document:
         """One document, retried as Klaviyo's guidance says; raises KlaviyoAPIError with Klaviyo's detail."""
         attempt = throttles = 0
         while True:
@@ -153,11 +160,11 @@ class KlaviyoClient:
             if status >= 400:
                 raise self._error(response, label)
             try:
-                document = orjson.loads(response.content)
-            except orjson.JSONDecodeError:
+                document = decode(response.content)
+            except ValueError:
                 attempt = self._backoff(attempt, label, "body is not valid JSON (cut short?)", status)
                 continue
-            if not isinstance(document, dict) or "data" not in document:
+            if not isinstance(document, OBJECT) or "data" not in document:
                 attempt = self._backoff(attempt, label, "body is not a JSON:API document", status)
                 continue
             if check is not None:

@@ -13,21 +13,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import dlt
+import orjson
 import pyarrow as pa
 from dlt.extract.resource import DltResource
 
-from klaviyo_source.client import KlaviyoClient
+from klaviyo_source.client import Decode, Document, KlaviyoClient
 from klaviyo_source.concurrency import Task, TaskPool
 from klaviyo_source.endpoints import ENDPOINTS, INCLUDED_TABLES, PREDICTIVE_TIER, Endpoint, Mode
 from klaviyo_source.errors import KlaviyoAPIError, MissingScopeError
 from klaviyo_source.rate_limit import Governor, GovernorRegistry
-from klaviyo_source.rows import ARROW_SHAPES, flat_rows
+from klaviyo_source.rows import ARROW_SHAPES, Resource, flat_rows, parse_lazy
 from klaviyo_source.validate import PageCheck
 from klaviyo_source.windows import SECOND, Window, cursor_value, estimate_pages, parse_instant
 
@@ -83,6 +84,8 @@ class EndpointReader:
         self.ep = endpoint
         self.ctx = ctx
         self.shape = ARROW_SHAPES.get(endpoint.table)
+        # Arrow pages are read field by field, so they skip building dicts; row pages are dicts for dlt.
+        self.decode: Decode = parse_lazy if self.shape is not None else orjson.loads
         params = dict(endpoint.params)
         tier = endpoint.tier
         key = endpoint.path
@@ -158,14 +161,14 @@ class EndpointReader:
             return self.ep.path.replace("{id}", parent_id), self.ep.path
         return self.ep.path, self.ep.path
 
-    def _pages(self, fixed_filter: str | None, parent_id: str | None, extra: dict[str, str]) -> Iterator[dict]:
+    def _pages(self, fixed_filter: str | None, parent_id: str | None, extra: dict[str, str]) -> Iterator[Document]:
         path, label = self._path_and_label(parent_id)
         params = {**self.params, **extra}
         filters = [f for f in (fixed_filter, extra.get("filter")) if f]
         if filters:
             params["filter"] = ",".join(filters)
         try:
-            yield from self.ctx.client.pages(path, params, self.governor, label, self.check)
+            yield from self.ctx.client.pages(path, params, self.governor, label, self.check, self.decode)
         except KlaviyoAPIError as exc:
             if exc.status == 404 and parent_id is not None:
                 # The parent was deleted between listing it and reading below it: nothing to load.
@@ -211,7 +214,7 @@ class EndpointReader:
 
     # --- pages to items ----------------------------------------------------------------------------
 
-    def _items(self, data: list[dict], document: dict, parent_id: str | None) -> Iterator[Any]:
+    def _items(self, data: Sequence[Resource], document: Document, parent_id: str | None) -> Iterator[Any]:
         if not data:
             return
         self.progress.add(len(data))
@@ -223,7 +226,7 @@ class EndpointReader:
         if self.ep.included:
             yield from self._included(data, document)
 
-    def _included(self, data: list[dict], document: dict) -> Iterator[Any]:
+    def _included(self, data: Sequence[Resource], document: Document) -> Iterator[Any]:
         """Related resources sent along (campaign messages with campaigns), with their parent's id."""
         by_key = {(r["type"], r["id"]): r for r in document.get("included") or ()}
         rows: dict[str, list[dict]] = {}

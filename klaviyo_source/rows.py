@@ -3,21 +3,29 @@
 Work is per page, not per item. Small tables become dicts (dlt types them, JSON hints keep free-form
 objects whole). The large tables (events, profiles, memberships) become Arrow tables with an explicit
 schema: dlt's item normalizer is the CPU ceiling of a big load, and Arrow pages skip it entirely.
+
+Pages of the Arrow tables are parsed lazily with pysimdjson (`parse_lazy`): fields are read from the
+parsed tape as needed and JSON columns are copied out as minified text, so no dict is built for a free-form
+object only to be serialized again. Readers, page checks and window code accept both representations.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import simdjson
 
 log = logging.getLogger("klaviyo_source")
 
-Resource = dict[str, Any]
+Resource = Mapping[str, Any]  # a dict (orjson) or a simdjson.Object (parse_lazy)
+OBJECT = (dict, simdjson.Object)
+ARRAY = (list, simdjson.Array)
+LAZY = (simdjson.Object, simdjson.Array)
 UTC_TS = pa.timestamp("us", tz="UTC")
 
 # Pages become Arrow on many worker threads. Arrow's default allocator (mimalloc) keeps freed memory in
@@ -26,8 +34,20 @@ UTC_TS = pa.timestamp("us", tz="UTC")
 POOL = pa.system_memory_pool()
 
 
+def parse_lazy(body: bytes) -> Any:
+    """A page as lazy pysimdjson proxies; raises ValueError (a subclass for bad UTF-8) if it is not JSON.
+
+    A fresh parser per page: a parser cannot parse again while proxies of its last document live (they
+    keep it alive, so a page outlives the call safely), and it must never be shared between threads.
+    """
+    return simdjson.Parser().parse(body)
+
+
 def flat_row(resource: Resource) -> dict[str, Any]:
-    """One resource as a row for dlt: id, attributes, and `<relationship>_id` for to-one relationships."""
+    """One resource as a row for dlt: id, attributes, and `<relationship>_id` for to-one relationships.
+
+    Rows are for pages parsed to dicts (the tables without an Arrow shape), never lazily parsed ones.
+    """
     row: dict[str, Any] = {"id": resource.get("id")}
     row.update(resource.get("attributes") or {})
     for name, rel in (resource.get("relationships") or {}).items():
@@ -43,8 +63,11 @@ def flat_rows(data: Iterable[Resource], extra: dict[str, Any] | None = None) -> 
     return [flat_row(r) for r in data]
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+def _json(value: Any) -> str | bytes | None:
+    """JSON text (Arrow takes UTF-8 bytes as a string); a lazily parsed object is copied out minified."""
+    if value is None:
+        return None
+    return value.mini if isinstance(value, LAZY) else orjson.dumps(value)
 
 
 def _number(value: Any) -> float | None:
@@ -87,7 +110,7 @@ def nested(
 def related(rel: str) -> Column:
     def read(resource: Resource) -> Any:
         target = ((resource.get("relationships") or {}).get(rel) or {}).get("data")
-        return target.get("id") if isinstance(target, dict) else None
+        return target.get("id") if isinstance(target, OBJECT) else None
 
     return Column(f"{rel.replace('-', '_')}_id", pa.string(), read)
 
@@ -111,7 +134,7 @@ class ArrowShape:
         """dlt column hints: JSON text columns load as JSON, the key is not null."""
         return {c.name: {"data_type": c.dlt_type} for c in self.columns if c.dlt_type}
 
-    def table_of(self, data: list[Resource], extra: dict[str, Any] | None = None) -> pa.Table:
+    def table_of(self, data: Sequence[Resource], extra: dict[str, Any] | None = None) -> pa.Table:
         self._check_attributes(data)
         arrays = []
         for column in self.columns:
@@ -128,7 +151,7 @@ class ArrowShape:
             table = table.append_column(pa.field(name, pa.string(), nullable=False), column)
         return table
 
-    def _check_attributes(self, data: list[Resource]) -> None:
+    def _check_attributes(self, data: Sequence[Resource]) -> None:
         """An attribute Klaviyo added in a later revision is reported once, not silently dropped."""
         if not data:
             return

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from klaviyo_source.endpoints import Endpoint, Mode
-from klaviyo_source.rows import ARROW_SHAPES, UTC_TS, Column
+from klaviyo_source.rows import ARRAY, ARROW_SHAPES, LAZY, OBJECT, UTC_TS, Column
 
 
 class InvalidPage(ValueError):
@@ -61,10 +61,19 @@ def _value_check(column: Column) -> tuple[Callable[[Any], bool], str] | None:
     return (lambda v: isinstance(v, str)), "a string"
 
 
+def _type_name(value: Any) -> str:
+    """The JSON value's Python type, named the same whichever way the page was parsed."""
+    if isinstance(value, LAZY):
+        return "dict" if isinstance(value, OBJECT) else "list"
+    return type(value).__name__
+
+
 def _describe(value: Any) -> str:
     """The value's type, and the value itself when short: never a long (possibly personal) string."""
+    if isinstance(value, LAZY):
+        return _type_name(value)
     shown = repr(value)
-    return f"{type(value).__name__} {shown}" if len(shown) <= 32 else type(value).__name__
+    return f"{_type_name(value)} {shown}" if len(shown) <= 32 else _type_name(value)
 
 
 class PageCheck:
@@ -81,27 +90,27 @@ class PageCheck:
                 self.columns.append((column, *check))
         self.needs_attributes = shape is not None or self.cursor is not None
 
-    def __call__(self, document: dict[str, Any]) -> None:
+    def __call__(self, document: Any) -> None:
         data = document["data"]
-        if not isinstance(data, list):
-            raise InvalidPage(f"'data' is {type(data).__name__}, expected a list of records")
+        if not isinstance(data, ARRAY):
+            raise InvalidPage(f"'data' is {_type_name(data)}, expected a list of records")
         for index, record in enumerate(data):
             problem = self._problem(record)
             if problem:
-                ident = record.get("id") if isinstance(record, dict) else None
+                ident = record.get("id") if isinstance(record, OBJECT) else None
                 named = f" (id {ident})" if isinstance(ident, str) and ident else ""
                 raise InvalidPage(f"record {index}{named} of the page: {problem}")
 
     def _problem(self, record: Any) -> str | None:
-        if not isinstance(record, dict):
-            return f"is {type(record).__name__}, expected an object"
+        if not isinstance(record, OBJECT):
+            return f"is {_type_name(record)}, expected an object"
         ident = record.get("id")
         if not isinstance(ident, str) or not ident:
             return "field 'id' is missing" if ident is None else f"field 'id' is {_describe(ident)}, expected a string"
         if self.needs_type and not isinstance(record.get("type"), str):
             return "field 'type' is missing or not a string"
         attributes = record.get("attributes")
-        if self.needs_attributes and not isinstance(attributes, dict):
+        if self.needs_attributes and not isinstance(attributes, OBJECT):
             return "field 'attributes' is missing or not an object"
         if self.cursor is not None:
             value = attributes.get(self.cursor)  # type: ignore[union-attr]

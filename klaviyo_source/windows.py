@@ -8,10 +8,11 @@ orders, years of sparse history) without knowing the distribution up front.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from itertools import pairwise
+from typing import Any
 
 import pendulum
 
@@ -38,7 +39,8 @@ def klaviyo_time(value: datetime) -> str:
     )
 
 
-def cursor_value(resource: dict, field: str) -> datetime | None:
+def cursor_value(resource: Mapping[str, Any], field: str) -> datetime | None:
+    """The cursor of a resource, whether its page was parsed to dicts or lazily (rows.parse_lazy)."""
     value = (resource.get("attributes") or {}).get(field)
     return datetime.fromisoformat(value) if value else None
 
