@@ -13,6 +13,7 @@ from urllib3.exceptions import ProtocolError
 from klaviyo_source.client import KlaviyoClient, RetryPolicy
 from klaviyo_source.endpoints import BY_TABLE
 from klaviyo_source.errors import AuthenticationError, InvalidRecordError, KlaviyoAPIError, RevisionError
+from klaviyo_source.rows import LAZY, parse_lazy
 from klaviyo_source.validate import InvalidPage, PageCheck
 
 KEY = "pk_unit_secret_0123456789"
@@ -65,6 +66,19 @@ def scripted(client: KlaviyoClient, *answers: requests.Response | Exception) -> 
     return sent
 
 
+# Small tables' pages are parsed to dicts, the Arrow tables' lazily: every rule holds for both.
+PARSERS = pytest.mark.parametrize("decode", [orjson.loads, parse_lazy], ids=["dicts", "lazy"])
+
+
+def plain(document: Any) -> Any:
+    return document.as_dict() if isinstance(document, LAZY) else document
+
+
+def parsed(document: Any, decode: Any) -> Any:
+    """A document as the client hands it over when parsed with `decode`."""
+    return decode(orjson.dumps(document))
+
+
 @pytest.fixture
 def client() -> KlaviyoClient:
     return KlaviyoClient(KEY, "https://a.klaviyo.com/api", "2026-07-15", retry=FAST)
@@ -85,17 +99,22 @@ def test_key_travels_only_in_the_authorization_header(client: KlaviyoClient) -> 
         answer(524, raw=b""),
         answer(200, raw=b'{"data": [{"id": "a"'),  # a body cut short
         answer(200, {"errors": []}),  # JSON, but not a JSON:API document
+        answer(200, raw=b'"data"'),  # JSON, but not an object
+        answer(200, raw=b'{"data": ["\xff"]}'),  # not UTF-8
         requests.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))),
         requests.ReadTimeout("read timed out"),
         requests.exceptions.ChunkedEncodingError("IncompleteRead"),
     ],
-    ids=["503", "500-html", "524", "truncated", "not-jsonapi", "reset", "timeout", "incomplete"],
+    ids=["503", "500-html", "524", "truncated", "not-jsonapi", "not-object", "not-utf8", "reset", "timeout",
+         "incomplete"],
 )
-def test_transient_failures_are_retried(client: KlaviyoClient, failure: Any) -> None:
+@PARSERS
+def test_transient_failures_are_retried(client: KlaviyoClient, failure: Any, decode: Any) -> None:
     good = {"data": [{"id": "1"}]}
     sent = scripted(client, failure, failure, answer(200, good))
     governor = StubGovernor()
-    assert client.get("https://a.klaviyo.com/api/events", None, governor, "/events") == good  # type: ignore[arg-type]
+    document = client.get("https://a.klaviyo.com/api/events", None, governor, "/events", decode=decode)  # type: ignore[arg-type]
+    assert plain(document) == good
     assert len(sent) == 3 and governor.acquired == 3  # every attempt passes the rate governor
 
 
@@ -162,17 +181,19 @@ def test_client_errors_are_not_retried(
     assert expected in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_invalid_page_is_requested_again_then_fails_naming_the_record(client: KlaviyoClient) -> None:
+@PARSERS
+def test_invalid_page_is_requested_again_then_fails_naming_the_record(client: KlaviyoClient, decode: Any) -> None:
     bad = {"data": [{"type": "event", "id": "E1", "attributes": {"datetime": "2024-01-01T00:00:00+00:00"}},
                     {"type": "event", "attributes": {"datetime": "2024-01-01T00:00:00+00:00"}}]}
     good = {"data": bad["data"][:1]}
     check = PageCheck(BY_TABLE["events"])
+    url = "https://a.klaviyo.com/api/events"
     sent = scripted(client, answer(200, bad), answer(200, good))
-    assert client.get("https://a.klaviyo.com/api/events", None, StubGovernor(), "/events", check) == good  # type: ignore[arg-type]
+    assert plain(client.get(url, None, StubGovernor(), "/events", check, decode)) == good  # type: ignore[arg-type]
     assert len(sent) == 2
     scripted(client, *[answer(200, bad) for _ in range(FAST.attempts)])
     with pytest.raises(InvalidRecordError) as caught:
-        client.get("https://a.klaviyo.com/api/events", None, StubGovernor(), "/events", check)  # type: ignore[arg-type]
+        client.get(url, None, StubGovernor(), "/events", check, decode)  # type: ignore[arg-type]
     assert str(caught.value).startswith(
         "Klaviyo /events: HTTP 200: record 1 of the page: field 'id' is missing; gave up after 4 attempts."
     )
@@ -218,35 +239,40 @@ def event(ident: Any = "E1", **attributes: Any) -> dict[str, Any]:
         (event(datetime="2024-05-01T12:00:00"), "cursor field 'datetime' is str '2024-05-01T12:00:00'"),
         (event(uuid=12345), "field 'uuid' is int 12345, expected a string"),
         ({"id": "E1", "type": "event"}, "field 'attributes' is missing or not an object"),
+        ([event("E1")], "record 1 of the page: is list, expected an object"),
     ],
 )
-def test_page_check_names_record_field_and_problem(record: dict[str, Any], problem: str) -> None:
+@PARSERS
+def test_page_check_names_record_field_and_problem(record: dict[str, Any], problem: str, decode: Any) -> None:
     with pytest.raises(InvalidPage) as caught:
-        PageCheck(BY_TABLE["events"])({"data": [event("E0"), record]})
+        PageCheck(BY_TABLE["events"])(parsed({"data": [event("E0"), record]}, decode))
     assert problem in str(caught.value)
 
 
-def test_page_check_accepts_free_form_properties_of_any_type() -> None:
+@PARSERS
+def test_page_check_accepts_free_form_properties_of_any_type(decode: Any) -> None:
     check = PageCheck(BY_TABLE["events"])
-    check({"data": [event("E1", event_properties={"size": 10}), event("E2", event_properties={"size": "XL"}),
-                    event("E3", event_properties=None, timestamp=None)]})
+    check(parsed({"data": [event("E1", event_properties={"size": 10}), event("E2", event_properties={"size": "XL"}),
+                           event("E3", event_properties=None, timestamp=None)]}, decode))
 
 
-def test_profile_coordinates_may_be_numbers_or_numeric_strings_but_not_words() -> None:
+@PARSERS
+def test_profile_coordinates_may_be_numbers_or_numeric_strings_but_not_words(decode: Any) -> None:
     def profile(latitude: Any) -> dict[str, Any]:
         return {"type": "profile", "id": "P1", "attributes": {
             "email": "a@example.com", "updated": "2024-05-01T12:00:00+00:00", "location": {"latitude": latitude}}}
 
     check = PageCheck(BY_TABLE["profiles"])
-    check({"data": [profile(48.1), profile("48.1"), profile(""), profile(None)]})
+    check(parsed({"data": [profile(48.1), profile("48.1"), profile(""), profile(None)]}, decode))
     with pytest.raises(InvalidPage, match="field 'location__latitude' is str 'north', expected a number"):
-        check({"data": [profile("north")]})
+        check(parsed({"data": [profile("north")]}, decode))
 
 
-def test_long_values_are_not_repeated_in_messages() -> None:
+@PARSERS
+def test_long_values_are_not_repeated_in_messages(decode: Any) -> None:
     check = PageCheck(BY_TABLE["profiles"])
     record = {"type": "profile", "id": "P1", "attributes": {"updated": "2024-05-01T12:00:00+00:00",
                                                              "email": ["someone.private@example.com"] * 3}}
     with pytest.raises(InvalidPage) as caught:
-        check({"data": [record]})
+        check(parsed({"data": [record]}, decode))
     assert "private" not in str(caught.value) and "field 'email' is list, expected a string" in str(caught.value)

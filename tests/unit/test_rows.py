@@ -1,0 +1,64 @@
+"""Arrow pages are the same table whether a page was parsed to dicts or lazily (pysimdjson)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from klaviyo_source.rows import ARROW_SHAPES, EVENTS, PROFILES, parse_lazy
+from klaviyo_source.windows import cursor_value, parse_instant
+
+
+def both(page: dict[str, Any]) -> tuple[list[Any], Any]:
+    body = orjson.dumps(page)
+    return orjson.loads(body)["data"], parse_lazy(body)["data"]
+
+
+EVENT_PAGE = {"data": [
+    {"type": "event", "id": "E1", "attributes": {
+        "datetime": "2024-05-01T12:00:00+00:00", "timestamp": 1714564800, "uuid": "u1",
+        "event_properties": {"$value": 3.5, "name": "Crème \"brûlée\"\n", "items": [1, {"a": None}], "big": 2**62,
+                             "empty": {}, "flag": False}},
+     "relationships": {"profile": {"data": {"type": "profile", "id": "P1"}},
+                       "metric": {"data": {"type": "metric", "id": "M1"}}}},
+    {"type": "event", "id": "E2", "attributes": {
+        "datetime": "2024-05-01T14:00:00+02:00", "timestamp": None, "uuid": None, "event_properties": "plain"},
+     "relationships": {"profile": {"data": None}}},
+    {"type": "event", "id": "E3", "attributes": {"datetime": "2024-05-01T12:00:01Z", "event_properties": None}},
+]}
+
+PROFILE_PAGE = {"data": [
+    {"type": "profile", "id": "P1", "attributes": {
+        "email": "a@example.com", "updated": "2024-05-01T12:00:00+00:00", "created": None,
+        "location": {"city": "Zürich", "latitude": "47.37", "longitude": 8.54},
+        "properties": {"tier": "gold", "n": [1, 2]}, "subscriptions": {"email": {"marketing": {"consent": "YES"}}}}},
+    {"type": "profile", "id": "P2", "attributes": {"updated": "2024-05-01T12:00:00Z", "location": None,
+                                                    "properties": {}}},
+]}
+
+
+@pytest.mark.parametrize(("shape", "page"), [(EVENTS, EVENT_PAGE), (PROFILES, PROFILE_PAGE)],
+                         ids=["events", "profiles"])
+def test_lazy_pages_give_the_same_table(shape: Any, page: dict[str, Any]) -> None:
+    dicts, lazy = both(page)
+    expected, table = shape.table_of(dicts), shape.table_of(lazy)
+    assert table.equals(expected), (table.to_pylist(), expected.to_pylist())
+    name = "event_properties" if shape is EVENTS else "properties"
+    assert [v and orjson.loads(v) for v in table.column(name).to_pylist()] == \
+        [r["attributes"].get(name) for r in page["data"]]
+
+
+def test_lazy_membership_pages_give_the_same_table() -> None:
+    page = {"data": [{"type": "profile", "id": "P1", "attributes": {"joined_group_at": "2024-05-01T12:00:00Z"}}]}
+    shape = ARROW_SHAPES["segment_members"]
+    dicts, lazy = both(page)
+    assert shape.table_of(lazy, {"segment_id": "S1"}).equals(shape.table_of(dicts, {"segment_id": "S1"}))
+
+
+def test_cursor_is_read_from_both_representations() -> None:
+    dicts, lazy = both(EVENT_PAGE)
+    for record, lazy_record in zip(dicts, lazy, strict=True):
+        assert cursor_value(lazy_record, "datetime") == cursor_value(record, "datetime") is not None
+    assert cursor_value(lazy[1], "datetime") == parse_instant("2024-05-01T12:00:00Z")
