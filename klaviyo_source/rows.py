@@ -35,12 +35,24 @@ POOL = pa.system_memory_pool()
 
 
 def parse_lazy(body: bytes) -> Any:
-    """A page as lazy pysimdjson proxies; raises ValueError (a subclass for bad UTF-8) if it is not JSON.
+    """A page as lazy pysimdjson proxies; raises ValueError if it is not JSON.
 
     A fresh parser per page: a parser cannot parse again while proxies of its last document live (they
     keep it alive, so a page outlives the call safely), and it must never be shared between threads.
     """
-    return simdjson.Parser().parse(body)
+    try:
+        return simdjson.Parser().parse(body)
+    except (ValueError, RuntimeError):
+        # simdjson refuses integers beyond 64 bits (RuntimeError below int64), which orjson reads as floats:
+        # such a page is parsed to dicts instead, and a body that is not JSON is rejected by orjson.
+        return orjson.loads(body)
+
+
+def plain(value: Any) -> Any:
+    """A lazily parsed value as the dicts and lists orjson would have built; other values as they are."""
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    return value.as_list() if isinstance(value, simdjson.Array) else value
 
 
 def flat_row(resource: Resource) -> dict[str, Any]:

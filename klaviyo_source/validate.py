@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from klaviyo_source.endpoints import Endpoint, Mode
-from klaviyo_source.rows import ARRAY, ARROW_SHAPES, LAZY, OBJECT, UTC_TS, Column
+from klaviyo_source.rows import ARRAY, ARROW_SHAPES, OBJECT, UTC_TS, Column, plain
 
 
 class InvalidPage(ValueError):
@@ -61,19 +61,14 @@ def _value_check(column: Column) -> tuple[Callable[[Any], bool], str] | None:
     return (lambda v: isinstance(v, str)), "a string"
 
 
-def _type_name(value: Any) -> str:
-    """The JSON value's Python type, named the same whichever way the page was parsed."""
-    if isinstance(value, LAZY):
-        return "dict" if isinstance(value, OBJECT) else "list"
-    return type(value).__name__
-
-
 def _describe(value: Any) -> str:
-    """The value's type, and the value itself when short: never a long (possibly personal) string."""
-    if isinstance(value, LAZY):
-        return _type_name(value)
+    """The value's type, and the value itself when short: never a long (possibly personal) string.
+
+    Lazily parsed values are described as dicts and lists, so a message does not depend on the parser.
+    """
+    value = plain(value)
     shown = repr(value)
-    return f"{_type_name(value)} {shown}" if len(shown) <= 32 else _type_name(value)
+    return f"{type(value).__name__} {shown}" if len(shown) <= 32 else type(value).__name__
 
 
 class PageCheck:
@@ -93,7 +88,7 @@ class PageCheck:
     def __call__(self, document: Any) -> None:
         data = document["data"]
         if not isinstance(data, ARRAY):
-            raise InvalidPage(f"'data' is {_type_name(data)}, expected a list of records")
+            raise InvalidPage(f"'data' is {type(plain(data)).__name__}, expected a list of records")
         for index, record in enumerate(data):
             problem = self._problem(record)
             if problem:
@@ -103,7 +98,7 @@ class PageCheck:
 
     def _problem(self, record: Any) -> str | None:
         if not isinstance(record, OBJECT):
-            return f"is {_type_name(record)}, expected an object"
+            return f"is {type(plain(record)).__name__}, expected an object"
         ident = record.get("id")
         if not isinstance(ident, str) or not ident:
             return "field 'id' is missing" if ident is None else f"field 'id' is {_describe(ident)}, expected a string"

@@ -13,7 +13,7 @@ from urllib3.exceptions import ProtocolError
 from klaviyo_source.client import KlaviyoClient, RetryPolicy
 from klaviyo_source.endpoints import BY_TABLE
 from klaviyo_source.errors import AuthenticationError, InvalidRecordError, KlaviyoAPIError, RevisionError
-from klaviyo_source.rows import LAZY, parse_lazy
+from klaviyo_source.rows import parse_lazy, plain
 from klaviyo_source.validate import InvalidPage, PageCheck
 
 KEY = "pk_unit_secret_0123456789"
@@ -68,10 +68,6 @@ def scripted(client: KlaviyoClient, *answers: requests.Response | Exception) -> 
 
 # Small tables' pages are parsed to dicts, the Arrow tables' lazily: every rule holds for both.
 PARSERS = pytest.mark.parametrize("decode", [orjson.loads, parse_lazy], ids=["dicts", "lazy"])
-
-
-def plain(document: Any) -> Any:
-    return document.as_dict() if isinstance(document, LAZY) else document
 
 
 def parsed(document: Any, decode: Any) -> Any:
@@ -240,6 +236,7 @@ def event(ident: Any = "E1", **attributes: Any) -> dict[str, Any]:
         (event(uuid=12345), "field 'uuid' is int 12345, expected a string"),
         ({"id": "E1", "type": "event"}, "field 'attributes' is missing or not an object"),
         ([event("E1")], "record 1 of the page: is list, expected an object"),
+        (event(uuid={}), "field 'uuid' is dict {}, expected a string"),
     ],
 )
 @PARSERS

@@ -50,6 +50,14 @@ def test_lazy_pages_give_the_same_table(shape: Any, page: dict[str, Any]) -> Non
         [r["attributes"].get(name) for r in page["data"]]
 
 
+def test_integers_beyond_64_bits_load_as_they_do_from_dicts() -> None:
+    page = {"data": [dict(EVENT_PAGE["data"][0], id="E9")]}
+    body = orjson.dumps(page).replace(b'"big":4611686018427387904', b'"big":-99999999999999999999')
+    assert b"-99999999999999999999" in body
+    lazy, dicts = parse_lazy(body)["data"], orjson.loads(body)["data"]
+    assert EVENTS.table_of(lazy).equals(EVENTS.table_of(dicts))
+
+
 def test_lazy_membership_pages_give_the_same_table() -> None:
     page = {"data": [{"type": "profile", "id": "P1", "attributes": {"joined_group_at": "2024-05-01T12:00:00Z"}}]}
     shape = ARROW_SHAPES["segment_members"]
