@@ -192,15 +192,13 @@ def error_body(status: int, code: str, title: str, detail: str, parameter: str |
 
 
 def absolutize(body: bytes, origin: bytes) -> bytes:
-    """Make the store's path-only resource and relationship links absolute, on the serialized body.
+    """Make the store's path-only resource links absolute, on the serialized body.
 
-    orjson writes `"self":"/api/...` with no spaces, and only `links` objects have `self`/`related`
-    keys, so a byte replace is exact and costs a fraction of walking every record (1000 events: 0.5 ms
-    instead of 7 ms) without copying the store's dicts.
+    orjson writes `"self":"/api/...` with no spaces, and only `links` objects have a `self` key (the
+    store writes no `related` links), so a byte replace is exact and costs a fraction of walking every
+    record (1000 events: 0.3 ms instead of 7 ms) without copying the store's dicts.
     """
-    for key in (b'"self":"/api/', b'"related":"/api/'):
-        body = body.replace(key, key[:-5] + origin + b"/api/")
-    return body
+    return body.replace(b'"self":"/api/', b'"self":"' + origin + b"/api/")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -337,10 +335,12 @@ class _Handler(BaseHTTPRequestHandler):
             )
         query = sb.rules.build_query(route, params, account)
         page = sb.store.query(query)
-        data = page.data
-        for fault in post_faults:
-            if fault.kind == "malformed" and data:
-                data = malform(data, fault, sb.faults.pick_index(len(data)))
+        data: Any = orjson.Fragment(page.data_json)  # embedded as is: the store may have written it already
+        if any(fault.kind == "malformed" for fault in post_faults):
+            data = page.data
+            for fault in post_faults:
+                if fault.kind == "malformed" and data:
+                    data = malform(data, fault, sb.faults.pick_index(len(data)))
         next_url = None
         if page.next_cursor is not None:
             kept = [(k, v) for k, v in params if k != "page[cursor]"]

@@ -34,6 +34,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from klaviyo_source.sandbox import filters
 from klaviyo_source.sandbox.data import (
     MESSAGE_METRICS,
@@ -205,6 +207,11 @@ class Collection:
     def link(self, colls: dict[str, Collection]) -> None:
         """Resolve relationship targets once all collections exist."""
         self.plan = [(name, colls[table], to_one) for name, (table, to_one) in self.rels.items()]
+
+    def render(self, records: list[int]) -> bytes | None:
+        """The JSON array of these records' full resource objects, where a collection can write it
+        faster than building the dicts; None to have the store build them."""
+        return None
 
     def relationships(self, i: int) -> dict[str, Any]:
         rels: dict[str, Any] = {}
@@ -449,6 +456,29 @@ class Events(Collection):
             shared = self._metric_rels[metric] = {"data": self.store.rows("metrics").ref(metric)}
         return {"metric": shared, "profile": {"data": {"type": "profile",
                                                        "id": self.store.profiles.ident(ev.profile[i])}}}
+
+    # `Store._resource` of an event, as text; tests hold the two to byte equality.
+    _JSON = ('{"type":"event","id":"%s","attributes":{"timestamp":%d,"event_properties":%s,"datetime":"%s",'
+             f'"uuid":"{EventView.UUID}"}},"relationships":{{"metric":{{"data":{{"type":"metric","id":"%s"}}}},'
+             '"profile":{"data":{"type":"profile","id":"%s"}}},"links":{"self":"/api/events/%s/"}}')
+
+    def render(self, records: list[int]) -> bytes:
+        """A page of events formatted straight to JSON, as the request extraction makes most: building
+        the dicts and serializing them cost twice as much. Only the properties go through orjson (a
+        cached JSON prefix per shared template measured slower); every other value is an id, a number
+        or a timestamp, none needing escapes. Column at a time, so `map` runs most lookups in C."""
+        ev, view, metrics = self.world.events, self.view, self.store.rows("metrics").rows
+        stamps = list(map(ev.ts.__getitem__, records))
+        idents = list(map(view.ident, records))
+        props = [orjson.dumps(p).decode() for p in map(view.properties, records)]
+        metric_ids = [metrics[m].id for m in map(ev.metric.__getitem__, records)]
+        profile_ids = map(self.store.profiles.view.ident, map(ev.profile.__getitem__, records))
+        template = self._JSON
+        parts = [template % (ident, ts, prop, text, *uuid, metric, profile, ident)
+                 for ident, ts, prop, text, uuid, metric, profile
+                 in zip(idents, stamps, props, map(iso, stamps), map(view.uuid_fields, records, stamps), metric_ids,
+                        profile_ids, strict=True)]
+        return f"[{','.join(parts)}]".encode()
 
     def added(self, items: list[int]) -> None:
         self.flags.extend(b"\x01" * (len(self.world.events.ts) - len(self.flags)))
@@ -996,8 +1026,10 @@ class Store:
             picked = picked[:size]
             cursor = self._encode_cursor(fingerprint, key(picked[-1]))
         trees = {rtype: _field_tree(names) for rtype, names in q.fields.items()}
-        data = [self._resource(coll, i, q, trees) for i in picked]
-        return Page(data, self._included(coll, picked, q, trees, {(d["type"], d["id"]) for d in data}), cursor)
+        rendered = None if coll.rtype in trees else coll.render(picked)
+        data = rendered if rendered is not None else [self._resource(coll, i, q, trees) for i in picked]
+        seen = {(coll.rtype, coll.ident(i)) for i in picked} if q.include else set()
+        return Page(data, self._included(coll, picked, q, trees, seen), cursor)
 
     def _ordered(self, coll: Collection, conds: list[Cond], field: str, desc: bool, key: Key,
                  probe: Callable[[Any], tuple[Any, ...]], after: tuple[Any, ...] | None) -> Iterator[int]:
