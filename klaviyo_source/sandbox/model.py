@@ -43,6 +43,8 @@ class Query:
     additional_fields: resource type -> extra attribute names (e.g. profile -> subscriptions).
     include: related resource names to put into `included`.
     account: the account id the API key belongs to.
+    origin: what resource links start with, the server's `scheme://host:port`; "" leaves them path-only
+        (`/api/...`). Links are written with it rather than rewritten in the answer's bytes afterwards.
     """
 
     endpoint: str
@@ -55,6 +57,7 @@ class Query:
     additional_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
     include: tuple[str, ...] = ()
     account: str = ""
+    origin: str = ""
 
 
 class Page:

@@ -208,9 +208,9 @@ class Collection:
         """Resolve relationship targets once all collections exist."""
         self.plan = [(name, colls[table], to_one) for name, (table, to_one) in self.rels.items()]
 
-    def render(self, records: list[int]) -> bytes | None:
-        """The JSON array of these records' full resource objects, where a collection can write it
-        faster than building the dicts; None to have the store build them."""
+    def render(self, records: list[int], origin: str) -> bytes | None:
+        """The JSON array of these records' full resource objects (links starting with `origin`), where
+        a collection can write it faster than building the dicts; None to have the store build them."""
         return None
 
     def relationships(self, i: int) -> dict[str, Any]:
@@ -460,9 +460,9 @@ class Events(Collection):
     # `Store._resource` of an event, as text; tests hold the two to byte equality.
     _JSON = ('{"type":"event","id":"%s","attributes":{"timestamp":%d,"event_properties":%s,"datetime":"%s",'
              f'"uuid":"{EventView.UUID}"}},"relationships":{{"metric":{{"data":{{"type":"metric","id":"%s"}}}},'
-             '"profile":{"data":{"type":"profile","id":"%s"}}},"links":{"self":"/api/events/%s/"}}')
+             '"profile":{"data":{"type":"profile","id":"%s"}}},"links":{"self":"%s/api/events/%s/"}}')
 
-    def render(self, records: list[int]) -> bytes:
+    def render(self, records: list[int], origin: str) -> bytes:
         """A page of events formatted straight to JSON, as the request extraction makes most: building
         the dicts and serializing them cost twice as much. Only the properties go through orjson (a
         cached JSON prefix per shared template measured slower); every other value is an id, a number
@@ -474,7 +474,7 @@ class Events(Collection):
         metric_ids = [metrics[m].id for m in map(ev.metric.__getitem__, records)]
         profile_ids = map(self.store.profiles.view.ident, map(ev.profile.__getitem__, records))
         template = self._JSON
-        parts = [template % (ident, ts, prop, text, *uuid, metric, profile, ident)
+        parts = [template % (ident, ts, prop, text, *uuid, metric, profile, origin, ident)
                  for ident, ts, prop, text, uuid, metric, profile
                  in zip(idents, stamps, props, map(iso, stamps), map(view.uuid_fields, records, stamps), metric_ids,
                         profile_ids, strict=True)]
@@ -1026,7 +1026,7 @@ class Store:
             picked = picked[:size]
             cursor = self._encode_cursor(fingerprint, key(picked[-1]))
         trees = {rtype: _field_tree(names) for rtype, names in q.fields.items()}
-        rendered = None if coll.rtype in trees else coll.render(picked)
+        rendered = None if coll.rtype in trees else coll.render(picked, q.origin)
         data = rendered if rendered is not None else [self._resource(coll, i, q, trees) for i in picked]
         seen = {(coll.rtype, coll.ident(i)) for i in picked} if q.include else set()
         return Page(data, self._included(coll, picked, q, trees, seen), cursor)
@@ -1097,7 +1097,7 @@ class Store:
         return (i for i in records if all(test(i) for test in tests))
 
     def _resource(self, coll: Collection, i: int, q: Query, trees: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """One JSON:API resource object; `links.self` is path-only (`/api/...`), the HTTP layer adds the host.
+        """One JSON:API resource object; `links.self` starts with the query's origin.
 
         Relationships carry `data` only: their optional `links` would double the objects built per
         event for something no extractor reads. An empty to-one relationship is left out, because the
@@ -1111,7 +1111,7 @@ class Store:
         resource: dict[str, Any] = {"type": coll.rtype, "id": ident, "attributes": attrs}
         if coll.rels:
             resource["relationships"] = coll.relationships(i)
-        resource["links"] = {"self": f"/api/{coll.path}/{ident}/"}
+        resource["links"] = {"self": f"{q.origin}/api/{coll.path}/{ident}/"}
         return resource
 
     def _included(self, coll: Collection, records: list[int], q: Query, trees: dict[str, dict[str, Any]],

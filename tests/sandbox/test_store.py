@@ -756,8 +756,8 @@ def test_rendered_event_pages_are_the_resources_byte_for_byte() -> None:
     store.mutate("delete_profiles", now=ANCHOR, count=5)
     events = store.colls["events"]
     records = list(events.records())
-    q = Query("/events", page_size=1000)
-    rendered = events.render(records)
+    q = Query("/events", page_size=1000, origin="http://127.0.0.1:8080")
+    rendered = events.render(records, q.origin)
     assert rendered == orjson.dumps([store._resource(events, i, q, {}) for i in records])
 
 
