@@ -1366,20 +1366,18 @@ class EventView:
     def ident(self, i: int) -> str:
         return event_id(i, self.salt)
 
-    UUID = "%08x-%s-%04x-%012x"  # `uuid_fields` formatted; the events fast path embeds it in its template
-
     def uuid(self, i: int, ts: int) -> str:
-        """A time-based (version 1) UUID, as Klaviyo's event `uuid` is; unique through its node bits."""
-        return self.UUID % self.uuid_fields(i, ts)
+        """A time-based (version 1) UUID, as Klaviyo's event `uuid` is; unique through its node bits.
 
-    def uuid_fields(self, i: int, ts: int) -> tuple[int, str, int, int]:
-        """The UUID's groups; the middle ones change every ~7 minutes of event time, so they are cached."""
+        The middle groups change every ~7 minutes of event time, so they are cached.
+        """
         t = ts * 10_000_000 + 0x01B21DD213814000 + (i * 7919) % 10_000_000
         high = t >> 32
         middle = self._uuid_middles.get(high)
         if middle is None:
             middle = self._uuid_middles[high] = f"{high & 0xFFFF:04x}-{0x1000 | (high >> 16) & 0x0FFF:04x}"
-        return t & 0xFFFFFFFF, middle, 0x8000 | i & 0x3FFF, (i * 0x5DEECE66D + self.salt) & 0xFFFFFFFFFFFF
+        node = (i * 0x5DEECE66D + self.salt) & 0xFFFFFFFFFFFF
+        return f"{t & 0xFFFFFFFF:08x}-{middle}-{0x8000 | i & 0x3FFF:04x}-{node:012x}"
 
     def properties(self, i: int) -> dict[str, Any]:
         w = self.w
