@@ -472,10 +472,10 @@ class Events(Collection):
             return b"[]"
         ev, view, metrics = self.world.events, self.view, self.store.rows("metrics").rows
         stamps = list(map(ev.ts.__getitem__, records))
-        props = [orjson.dumps(p).decode() for p in map(view.properties, records)]
+        properties = [orjson.dumps(p).decode() for p in map(view.properties, records)]
         metric_ids = [metrics[m].id for m in map(ev.metric.__getitem__, records)]
         profile_ids = map(self.store.profiles.view.ident, map(ev.profile.__getitem__, records))
-        columns = zip(map(view.ident, records), map(str, stamps), props, map(iso, stamps),
+        columns = zip(map(view.ident, records), map(str, stamps), properties, map(iso, stamps),
                       map(view.uuid, records, stamps), metric_ids, profile_ids, strict=True)
         p0, p1, p2, p3, p4, p5, p6, p7, p8 = self._PIECES
         p7 = p7.replace("{origin}", origin)
