@@ -1125,7 +1125,9 @@ class ProfileView:
     def __init__(self, world: World) -> None:
         self.w = world
         self.salt = world.seed * 131 + 7
-        self._ids: list[str | None] = []
+        # Encoded up front (~1 us each, 0.2 s for 200k): every page of 1000 events names hundreds of
+        # profiles, and encoding them on first sight made a client's first pages a quarter slower.
+        self._ids: list[str | None] = [self._encode(i) for i in range(len(world.profile_created))]
         self._phone = Affine(10**7, self.salt)
         self._ext = Affine(10**12, self.salt + 1)
         self.list_ids = [row.id for row in world.rows["lists"]]
@@ -1136,8 +1138,11 @@ class ProfileView:
             ids.extend([None] * (i + 1 - len(ids)))
         text = ids[i]
         if text is None:
-            text = ids[i] = self.w.profile_ids.encode(i, self.w.profile_created[i] * 1000 + mix64(i, 5) % 1000)
+            text = ids[i] = self._encode(i)
         return text
+
+    def _encode(self, i: int) -> str:
+        return self.w.profile_ids.encode(i, self.w.profile_created[i] * 1000 + mix64(i, 5) % 1000)
 
     def _h(self, i: int) -> int:
         return mix64(i, self.salt)
@@ -1371,8 +1376,8 @@ class EventView:
         middle = self._uuid_middles.get(high)
         if middle is None:
             middle = self._uuid_middles[high] = f"{high & 0xFFFF:04x}-{0x1000 | (high >> 16) & 0x0FFF:04x}"
-        tail = f"{(0x8000 | i & 0x3FFF) << 48 | ((i * 0x5DEECE66D + self.salt) & 0xFFFFFFFFFFFF):016x}"
-        return f"{t & 0xFFFFFFFF:08x}-{middle}-{tail[:4]}-{tail[4:]}"
+        node = (i * 0x5DEECE66D + self.salt) & 0xFFFFFFFFFFFF
+        return f"{t & 0xFFFFFFFF:08x}-{middle}-{0x8000 | i & 0x3FFF:04x}-{node:012x}"
 
     def properties(self, i: int) -> dict[str, Any]:
         w = self.w

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 
 @dataclass(frozen=True)
 class Cond:
@@ -41,6 +43,8 @@ class Query:
     additional_fields: resource type -> extra attribute names (e.g. profile -> subscriptions).
     include: related resource names to put into `included`.
     account: the account id the API key belongs to.
+    origin: what resource links start with, the server's `scheme://host:port`; "" leaves them path-only
+        (`/api/...`). Links are written with it rather than rewritten in the answer's bytes afterwards.
     """
 
     endpoint: str
@@ -53,15 +57,36 @@ class Query:
     additional_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
     include: tuple[str, ...] = ()
     account: str = ""
+    origin: str = ""
 
 
-@dataclass
 class Page:
-    """One page of JSON:API resource objects (dicts with type, id, attributes, relationships, links)."""
+    """One page of JSON:API resource objects (dicts with type, id, attributes, relationships, links).
 
-    data: list[dict[str, Any]]
-    included: list[dict[str, Any]] = field(default_factory=list)
-    next_cursor: str | None = None
+    The store may hand `data` over already serialized, as the JSON array's bytes (its fast path for
+    big pages of events): the HTTP layer embeds those as they are, and `data` parses them only when
+    something wants the dicts (tests, the malformed-record fault).
+    """
+
+    __slots__ = ("_data", "_json", "included", "next_cursor")
+
+    def __init__(self, data: list[dict[str, Any]] | bytes, included: list[dict[str, Any]] | None = None,
+                 next_cursor: str | None = None) -> None:
+        self._data: list[dict[str, Any]] | None = None if isinstance(data, bytes) else data
+        self._json: bytes | None = data if isinstance(data, bytes) else None
+        self.included = included if included is not None else []
+        self.next_cursor = next_cursor
+
+    @property
+    def data(self) -> list[dict[str, Any]]:
+        if self._data is None:
+            self._data = orjson.loads(self._json or b"[]")
+        return self._data
+
+    @property
+    def data_json(self) -> bytes:
+        """`data` as a JSON array, byte for byte what `orjson.dumps(data)` gives."""
+        return orjson.dumps(self._data) if self._json is None else self._json
 
 
 class StoreError(Exception):

@@ -110,7 +110,7 @@ class Rules:
                 "revision",
             )
 
-    def build_query(self, route: Route, params: list[tuple[str, str]], account: str) -> Query:
+    def build_query(self, route: Route, params: list[tuple[str, str]], account: str, origin: str = "") -> Query:
         """Validate a GET's query parameters against the endpoint's rules and build the store's Query."""
         rule = route.rule
         values = _single_values(params, rule["query_params"])
@@ -149,6 +149,7 @@ class Rules:
             additional_fields=additional,
             include=include,
             account=account,
+            origin=origin,
         )
 
     def report_attributes(self, route: Route, params: list[tuple[str, str]], body: bytes) -> dict[str, Any]:

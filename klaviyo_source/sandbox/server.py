@@ -130,7 +130,6 @@ class SandboxServer:
         self._thread: threading.Thread | None = None
         bound_host, bound_port = self.httpd.server_address[:2]
         self.origin = f"http://{bound_host!s}:{bound_port}"
-        self.origin_bytes = self.origin.encode()
 
     @property
     def base_url(self) -> str:
@@ -189,18 +188,6 @@ def error_body(status: int, code: str, title: str, detail: str, parameter: str |
     if parameter:
         error["source"] = {"parameter": parameter}
     return orjson.dumps({"errors": [error]})
-
-
-def absolutize(body: bytes, origin: bytes) -> bytes:
-    """Make the store's path-only resource and relationship links absolute, on the serialized body.
-
-    orjson writes `"self":"/api/...` with no spaces, and only `links` objects have `self`/`related`
-    keys, so a byte replace is exact and costs a fraction of walking every record (1000 events: 0.5 ms
-    instead of 7 ms) without copying the store's dicts.
-    """
-    for key in (b'"self":"/api/', b'"related":"/api/'):
-        body = body.replace(key, key[:-5] + origin + b"/api/")
-    return body
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -335,12 +322,14 @@ class _Handler(BaseHTTPRequestHandler):
             return orjson.dumps(
                 {"data": {"type": route.rule["type"], "attributes": result}, "links": {"self": self_url}}
             )
-        query = sb.rules.build_query(route, params, account)
+        query = sb.rules.build_query(route, params, account, sb.origin)
         page = sb.store.query(query)
-        data = page.data
-        for fault in post_faults:
-            if fault.kind == "malformed" and data:
-                data = malform(data, fault, sb.faults.pick_index(len(data)))
+        data: Any = orjson.Fragment(page.data_json)  # embedded as is: the store may have written it already
+        if any(fault.kind == "malformed" for fault in post_faults):
+            data = page.data
+            for fault in post_faults:
+                if fault.kind == "malformed" and data:
+                    data = malform(data, fault, sb.faults.pick_index(len(data)))
         next_url = None
         if page.next_cursor is not None:
             kept = [(k, v) for k, v in params if k != "page[cursor]"]
@@ -350,7 +339,7 @@ class _Handler(BaseHTTPRequestHandler):
         doc: dict[str, Any] = {"data": data, "links": {"self": self_url, "next": next_url}}
         if query.include:
             doc["included"] = page.included
-        return absolutize(orjson.dumps(doc), sb.origin_bytes)
+        return orjson.dumps(doc)
 
     def reset_connection(self) -> None:
         """Drop the connection with a TCP RST and no answer."""

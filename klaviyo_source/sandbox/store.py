@@ -34,6 +34,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from klaviyo_source.sandbox import filters
 from klaviyo_source.sandbox.data import (
     MESSAGE_METRICS,
@@ -205,6 +207,11 @@ class Collection:
     def link(self, colls: dict[str, Collection]) -> None:
         """Resolve relationship targets once all collections exist."""
         self.plan = [(name, colls[table], to_one) for name, (table, to_one) in self.rels.items()]
+
+    def render(self, records: list[int], origin: str) -> bytes | None:
+        """The JSON array of these records' full resource objects (links starting with `origin`), where
+        a collection can write it faster than building the dicts; None to have the store build them."""
+        return None
 
     def relationships(self, i: int) -> dict[str, Any]:
         rels: dict[str, Any] = {}
@@ -449,6 +456,35 @@ class Events(Collection):
             shared = self._metric_rels[metric] = {"data": self.store.rows("metrics").ref(metric)}
         return {"metric": shared, "profile": {"data": {"type": "profile",
                                                        "id": self.store.profiles.ident(ev.profile[i])}}}
+
+    # `Store._resource` of an event as text around its values; tests hold the two to byte equality.
+    _PIECES = ('{"type":"event","id":"', '","attributes":{"timestamp":', ',"event_properties":', ',"datetime":"',
+               '","uuid":"', '"},"relationships":{"metric":{"data":{"type":"metric","id":"',
+               '"}},"profile":{"data":{"type":"profile","id":"', '"}}},"links":{"self":"{origin}/api/events/', '/"}},')
+
+    def render(self, records: list[int], origin: str) -> bytes:
+        """A page of events written straight as JSON text, as the request extraction makes most: building
+        the dicts and serializing them cost twice as much. Only the properties go through orjson (a
+        cached JSON prefix per shared template measured slower); every other value is an id, a number
+        or a timestamp, none needing escapes. Values are computed column at a time (`map` runs most
+        lookups in C) and all pieces go into one list joined once, not into a string per event."""
+        if not records:
+            return b"[]"
+        ev, view, metrics = self.world.events, self.view, self.store.rows("metrics").rows
+        stamps = list(map(ev.ts.__getitem__, records))
+        properties = [orjson.dumps(p).decode() for p in map(view.properties, records)]
+        metric_ids = [metrics[m].id for m in map(ev.metric.__getitem__, records)]
+        profile_ids = map(self.store.profiles.view.ident, map(ev.profile.__getitem__, records))
+        columns = zip(map(view.ident, records), map(str, stamps), properties, map(iso, stamps),
+                      map(view.uuid, records, stamps), metric_ids, profile_ids, strict=True)
+        p0, p1, p2, p3, p4, p5, p6, p7, p8 = self._PIECES
+        p7 = p7.replace("{origin}", origin)
+        out = ["["]
+        add = out.extend
+        for ident, ts, props, dt, uuid, metric, profile in columns:
+            add((p0, ident, p1, ts, p2, props, p3, dt, p4, uuid, p5, metric, p6, profile, p7, ident, p8))
+        out[-1] = p8[:-1] + "]"  # the last record closes the array instead of asking for another
+        return "".join(out).encode()
 
     def added(self, items: list[int]) -> None:
         self.flags.extend(b"\x01" * (len(self.world.events.ts) - len(self.flags)))
@@ -996,8 +1032,10 @@ class Store:
             picked = picked[:size]
             cursor = self._encode_cursor(fingerprint, key(picked[-1]))
         trees = {rtype: _field_tree(names) for rtype, names in q.fields.items()}
-        data = [self._resource(coll, i, q, trees) for i in picked]
-        return Page(data, self._included(coll, picked, q, trees, {(d["type"], d["id"]) for d in data}), cursor)
+        rendered = None if coll.rtype in trees else coll.render(picked, q.origin)
+        data = rendered if rendered is not None else [self._resource(coll, i, q, trees) for i in picked]
+        seen = {(coll.rtype, coll.ident(i)) for i in picked} if q.include else set()
+        return Page(data, self._included(coll, picked, q, trees, seen), cursor)
 
     def _ordered(self, coll: Collection, conds: list[Cond], field: str, desc: bool, key: Key,
                  probe: Callable[[Any], tuple[Any, ...]], after: tuple[Any, ...] | None) -> Iterator[int]:
@@ -1065,7 +1103,7 @@ class Store:
         return (i for i in records if all(test(i) for test in tests))
 
     def _resource(self, coll: Collection, i: int, q: Query, trees: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """One JSON:API resource object; `links.self` is path-only (`/api/...`), the HTTP layer adds the host.
+        """One JSON:API resource object; `links.self` starts with the query's origin.
 
         Relationships carry `data` only: their optional `links` would double the objects built per
         event for something no extractor reads. An empty to-one relationship is left out, because the
@@ -1079,7 +1117,7 @@ class Store:
         resource: dict[str, Any] = {"type": coll.rtype, "id": ident, "attributes": attrs}
         if coll.rels:
             resource["relationships"] = coll.relationships(i)
-        resource["links"] = {"self": f"/api/{coll.path}/{ident}/"}
+        resource["links"] = {"self": f"{q.origin}/api/{coll.path}/{ident}/"}
         return resource
 
     def _included(self, coll: Collection, records: list[int], q: Query, trees: dict[str, dict[str, Any]],

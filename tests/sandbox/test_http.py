@@ -157,6 +157,9 @@ def test_envelope_and_next_link_carry_the_original_query(client: Any) -> None:
     query = {k: v[0] for k, v in parse_qs(urlsplit(next_url).query).items()}
     assert query.pop("page[cursor]")
     assert query == params
+    rendered = client.get("/events", {"include": "profile", "page[size]": "50"}).json()  # the events fast path
+    links = [r["links"]["self"] for r in rendered["data"] + rendered["included"]]
+    assert rendered["included"] and all(link.startswith(client.sb.base_url + "/") for link in links)
 
 
 def test_non_paginated_endpoints_answer_everything_at_once(client: Any) -> None:
