@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -101,7 +102,8 @@ def make_pipeline(args: argparse.Namespace) -> dlt.Pipeline:
         # DuckDB's own default (80% of RAM) let a 1M-event merge reach 2.4 GB; with a limit it spills to disk
         # instead (measured: 1M events at the same speed in ~400 MB), and unordered inserts need less memory.
         credentials = DuckDbCredentials(
-            args.duckdb_file or f"{args.pipeline_name}.duckdb",
+            # absolute: dlt would otherwise place a relative path where the pipeline first ran, not here
+            os.path.abspath(args.duckdb_file or f"{args.pipeline_name}.duckdb"),
             global_config={"memory_limit": args.duckdb_memory_limit, "preserve_insertion_order": False},
         )
         destination = dlt.destinations.duckdb(credentials)
