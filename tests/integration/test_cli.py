@@ -24,13 +24,17 @@ def cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subpro
 
 
 def test_demo_loads_every_table_and_prints_queries(tmp_path: Path) -> None:
-    done = cli(["--demo", "--pipelines-dir", str(tmp_path / "pipelines")], tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "Revenue by day" in done.stdout and "campaign_messages" in done.stdout
-    with duckdb.connect(str(tmp_path / "klaviyo_demo.duckdb"), read_only=True) as db:
-        events = db.execute("select count(*) from klaviyo.events").fetchall()[0][0]
-        members = db.execute("select count(*) from klaviyo.segment_members").fetchall()[0][0]
-    assert events > 40_000 and members > 0
+    """Run twice from two folders, as a newcomer might: each run's database lands in its own folder."""
+    for folder in (tmp_path / "first", tmp_path / "second"):
+        folder.mkdir()
+        done = cli(["--demo", "--pipelines-dir", str(tmp_path / "pipelines")], folder)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "Revenue by day" in done.stdout and "campaign_messages" in done.stdout
+        assert str(folder / "klaviyo_demo.duckdb") in done.stdout
+        with duckdb.connect(str(folder / "klaviyo_demo.duckdb"), read_only=True) as db:
+            events = db.execute("select count(*) from klaviyo.events").fetchall()[0][0]
+            members = db.execute("select count(*) from klaviyo.segment_members").fetchall()[0][0]
+        assert events > 40_000 and members > 0
 
 
 def test_scheduled_run_with_selected_resources(sandbox: Sandbox, tmp_path: Path) -> None:
