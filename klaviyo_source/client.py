@@ -203,9 +203,6 @@ class KlaviyoClient:
             return RevisionError(label, status, detail, code)
         return KlaviyoAPIError(label, status, detail, code)
 
-    def close(self) -> None:
-        self.session.close()
-
 
 def _transport_problem(exc: requests.RequestException) -> str:
     """What went wrong on the wire, in words; never the exception text, which repeats the whole URL."""

@@ -59,8 +59,9 @@ class RunContext:
 class Progress:
     """Rows and pages per table, logged every few seconds on long runs."""
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, governor: Governor) -> None:
         self.table = table
+        self.governor = governor  # its waits tell whether Klaviyo's rate limit or our side sets the pace
         self.rows = self.pages = 0
         self._lock = threading.Lock()
         self._started = self._last = time.monotonic()
@@ -73,8 +74,8 @@ class Progress:
             if now - self._last >= PROGRESS_EVERY:
                 self._last = now
                 rate = self.rows / max(now - self._started, 1e-9)
-                log.info("%s: %s rows in %s pages so far (%.0f rows/s)", self.table, f"{self.rows:,}",
-                         f"{self.pages:,}", rate)
+                log.info("%s: %s rows in %s pages so far (%.0f rows/s; threads waited %.0f s on the rate limit)",
+                         self.table, f"{self.rows:,}", f"{self.pages:,}", rate, self.governor.waited)
 
 
 class EndpointReader:
@@ -96,7 +97,7 @@ class EndpointReader:
             params["page[size]"] = str(endpoint.page_size)
         self.params = params
         self.governor: Governor = ctx.governors.get(key, tier)
-        self.progress = Progress(endpoint.table)
+        self.progress = Progress(endpoint.table, self.governor)
         self.check = PageCheck(endpoint)
         self.windowed = endpoint.mode is Mode.WINDOW and not (endpoint.membership and ctx.members_full_refresh)
 

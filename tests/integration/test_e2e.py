@@ -138,3 +138,12 @@ def test_predictive_analytics_is_opt_in(loader: Loader, sandbox: Sandbox) -> Non
                end_date=datetime.now(timezone.utc).isoformat())
     assert loader.rows("profiles", "count(predictive_analytics)")[0][0] > 0
     assert_matches_ground_truth(loader, ["profiles"])
+
+
+def test_long_runs_report_progress(loader: Loader, monkeypatch: pytest.MonkeyPatch,
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("klaviyo_source.resources.PROGRESS_EVERY", 0.0)  # every page counts as "a while"
+    with caplog.at_level("INFO", logger="klaviyo_source"):
+        loader.run(resources=["events"])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("events: ")]
+    assert lines and "rows in" in lines[-1] and "waited" in lines[-1]
