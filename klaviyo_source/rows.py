@@ -20,13 +20,14 @@ import orjson
 import pyarrow as pa
 import simdjson
 
+from klaviyo_source.datetimes import UTC_TS, timestamps
+
 log = logging.getLogger("klaviyo_source")
 
 Resource = Mapping[str, Any]  # a dict (orjson) or a simdjson.Object (parse_lazy)
 OBJECT = (dict, simdjson.Object)
 ARRAY = (list, simdjson.Array)
 LAZY = (simdjson.Object, simdjson.Array)
-UTC_TS = pa.timestamp("us", tz="UTC")
 
 # Pages become Arrow on many worker threads. Arrow's default allocator (mimalloc) keeps freed memory in
 # per-thread heaps: measured +110 MB of resident memory after 100k events on 8 threads, none of it in use.
@@ -154,7 +155,7 @@ class ArrowShape:
             if column.convert is not None:
                 values = [column.convert(v) for v in values]
             if column.type == UTC_TS:
-                arrays.append(pa.array(values, pa.string(), memory_pool=POOL).cast(UTC_TS, memory_pool=POOL))
+                arrays.append(timestamps(values))
             else:
                 arrays.append(pa.array(values, column.type, memory_pool=POOL))
         table = pa.Table.from_arrays(arrays, schema=self.schema)

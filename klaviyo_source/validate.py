@@ -15,26 +15,17 @@ an Arrow schema are typed by dlt, which keeps a value of an unexpected type in a
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 
+from klaviyo_source.datetimes import is_datetime
 from klaviyo_source.endpoints import Endpoint, Mode
 from klaviyo_source.rows import ARRAY, ARROW_SHAPES, OBJECT, UTC_TS, Column, plain
 
 
 class InvalidPage(ValueError):
     """A page with a record that must not be loaded; the message names the record, field and problem."""
-
-
-def _is_datetime(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        return datetime.fromisoformat(value).tzinfo is not None
-    except ValueError:
-        return False
 
 
 def _is_number(value: Any) -> bool:
@@ -53,7 +44,7 @@ def _value_check(column: Column) -> tuple[Callable[[Any], bool], str] | None:
     if column.dlt_type == "json" or column.key:
         return None
     if column.type == UTC_TS:
-        return _is_datetime, "an ISO 8601 datetime with offset"
+        return is_datetime, "an ISO 8601 datetime"
     if column.type == pa.int64():
         return (lambda v: isinstance(v, int) and not isinstance(v, bool)), "an integer"
     if column.type == pa.float64():
@@ -109,8 +100,8 @@ class PageCheck:
             return "field 'attributes' is missing or not an object"
         if self.cursor is not None:
             value = attributes.get(self.cursor)  # type: ignore[union-attr]
-            if not _is_datetime(value):
-                return f"cursor field '{self.cursor}' is {_describe(value)}, expected an ISO 8601 datetime with offset"
+            if not is_datetime(value):
+                return f"cursor field '{self.cursor}' is {_describe(value)}, expected an ISO 8601 datetime"
         for column, accepts, expected in self.columns:
             value = column.read(record)
             if value is not None and not accepts(value):

@@ -14,22 +14,18 @@ from datetime import datetime, timedelta, timezone
 from itertools import pairwise
 from typing import Any
 
-import pendulum
+from klaviyo_source.datetimes import parse_datetime
 
 SECOND = timedelta(seconds=1)
 
 
 def parse_instant(value: str | datetime) -> datetime:
     """A Klaviyo or user datetime as an aware UTC datetime (`...Z` and `...+00:00` are one instant)."""
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        parsed = pendulum.parse(value)  # type: ignore[assignment]
-        if not isinstance(parsed, datetime):
-            raise ValueError(f"{value!r} is a date or duration, not a datetime")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return datetime.fromtimestamp(parsed.timestamp(), tz=timezone.utc)
+    if not isinstance(value, datetime):
+        return parse_datetime(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
 
 
 def klaviyo_time(value: datetime) -> str:
@@ -42,7 +38,7 @@ def klaviyo_time(value: datetime) -> str:
 def cursor_value(resource: Mapping[str, Any], field: str) -> datetime | None:
     """The cursor of a resource, whether its page was parsed to dicts or lazily (rows.parse_lazy)."""
     value = (resource.get("attributes") or {}).get(field)
-    return datetime.fromisoformat(value) if value else None
+    return parse_datetime(value) if value else None
 
 
 @dataclass(frozen=True)

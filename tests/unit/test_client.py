@@ -231,8 +231,9 @@ def event(ident: Any = "E1", **attributes: Any) -> dict[str, Any]:
         (event(timestamp="not-a-number"), "record 1 (id E1) of the page: field 'timestamp' is str 'not-a-number', "
                                           "expected an integer"),
         (event(datetime="yesterday"), "record 1 (id E1) of the page: cursor field 'datetime' is str 'yesterday', "
-                                      "expected an ISO 8601 datetime with offset"),
-        (event(datetime="2024-05-01T12:00:00"), "cursor field 'datetime' is str '2024-05-01T12:00:00'"),
+                                      "expected an ISO 8601 datetime"),
+        (event(datetime="2024-02-30T12:00:00Z"), "cursor field 'datetime' is str '2024-02-30T12:00:00Z'"),
+        (event(datetime=1714564800), "cursor field 'datetime' is int 1714564800"),
         (event(uuid=12345), "field 'uuid' is int 12345, expected a string"),
         ({"id": "E1", "type": "event"}, "field 'attributes' is missing or not an object"),
         ([event("E1")], "record 1 of the page: is list, expected an object"),
