@@ -196,6 +196,10 @@ class Sandbox:
         tables = self._admin("GET", "ground-truth", params=params)
         return {name: {tuple(i) if isinstance(i, list) else i for i in ids} for name, ids in tables.items()}
 
+    def versions(self) -> dict[str, dict[str, Any]]:
+        """Per table id -> change marker (`updated`/`updated_at`); events: id -> profile id."""
+        return self._admin("GET", "ground-truth-versions")
+
     def stats(self) -> dict[str, Any]:
         return self._admin("GET", "stats")
 

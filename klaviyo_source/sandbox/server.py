@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import orjson
 
+from klaviyo_source.sandbox import aggregates
 from klaviyo_source.sandbox.faults import PRE_KINDS, Faults, malform
 from klaviyo_source.sandbox.limits import RateLimiter, retry_after_detail
 from klaviyo_source.sandbox.model import StoreError
@@ -317,12 +318,20 @@ class _Handler(BaseHTTPRequestHandler):
         sb = self.sandbox
         self_url = sb.origin + self.path
         if route.method == "POST":
+            if route.rule["type"] == aggregates.TYPE:
+                return aggregates.answer(sb.store, route.rule, params, body, self_url)
             attributes = sb.rules.report_attributes(route, params, body)
             result = sb.store.report(route.rule["type"], attributes)
             return orjson.dumps(
                 {"data": {"type": route.rule["type"], "attributes": result}, "links": {"self": self_url}}
             )
         query = sb.rules.build_query(route, params, account, sb.origin)
+        if route.rule.get("single"):
+            resource, included = sb.store.detail(query)
+            single: dict[str, Any] = {"data": resource, "links": {"self": self_url}}
+            if query.include:
+                single["included"] = included
+            return orjson.dumps(single)
         page = sb.store.query(query)
         data: Any = orjson.Fragment(page.data_json)  # embedded as is: the store may have written it already
         if any(fault.kind == "malformed" for fault in post_faults):
@@ -391,6 +400,8 @@ class _Handler(BaseHTTPRequestHandler):
             elif (method, action) == ("POST", "mutate"):
                 op = args.pop("op")
                 result = sb.store.mutate(op, **args)
+            elif (method, action) == ("GET", "ground-truth-versions"):
+                result = sb.store.versions()
             elif (method, action) == ("GET", "ground-truth"):
                 until = dict(parse_qsl(query_string)).get("until")
                 result = sb.store.ground_truth(parse_until(until) if until else None)

@@ -27,8 +27,10 @@ SERVED_GETS = (
     "/metrics",
     "/profiles",
     "/lists",
+    "/lists/{id}",
     "/lists/{id}/profiles",
     "/segments",
+    "/segments/{id}",
     "/segments/{id}/profiles",
     "/campaigns",
     "/campaigns/{id}/campaign-messages",
@@ -44,9 +46,10 @@ SERVED_GETS = (
     "/coupon-codes",
 )
 SERVED_REPORTS = ("/campaign-values-reports", "/flow-values-reports")
+SERVED_AGGREGATES = ("/metric-aggregates",)
 
-# The additional field whose use moves a request to a lower rate tier (named in the spec's prose).
-REDUCED_TIER_FIELD = ("profile", "predictive_analytics")
+# Additional fields whose use moves a request to a lower rate tier (named in the spec's prose).
+REDUCED_TIER_FIELDS = (("profile", "predictive_analytics"), ("list", "profile_count"), ("segment", "profile_count"))
 
 
 def default_spec_path() -> Path:
@@ -67,10 +70,9 @@ def rate_of(op: dict[str, Any]) -> dict[str, int]:
     return {k: parse_rate(v) for k, v in op["x-klaviyo-ratelimit"].items()}
 
 
-def reduced_tier(description: str) -> dict[str, int] | None:
-    """The lower tier stated in prose after 'additional-fields[profile]=predictive_analytics'."""
-    field = f"additional-fields[{REDUCED_TIER_FIELD[0]}]={REDUCED_TIER_FIELD[1]}"
-    at = description.find(field)
+def reduced_tier(description: str, rtype: str, value: str) -> dict[str, int] | None:
+    """The lower tier stated in prose after e.g. 'additional-fields[profile]=predictive_analytics'."""
+    at = description.find(f"additional-fields[{rtype}]={value}")
     if at < 0:
         return None
     m = re.search(r"Burst: `(\d+)/s`.*?Steady: `(\d+)/m`", description[at:], re.S)
@@ -153,6 +155,8 @@ def get_rules(spec: dict[str, Any], path: str) -> dict[str, Any]:
         "scopes": op["x-klaviyo-scopes"],
         "response_schema": op["responses"]["200"]["content"]["application/vnd.api+json"]["schema"]["$ref"],
     }
+    # a detail endpoint (one resource, `data` an object) rather than a collection
+    rule["single"] = resolve(spec, rule["response_schema"])["properties"]["data"].get("type") != "array"
     rule["reduced_tiers"] = reduced_tiers(spec, op, rule)
     return rule
 
@@ -162,16 +166,21 @@ def reduced_tiers(spec: dict[str, Any], op: dict[str, Any], rule: dict[str, Any]
 
     The spec's prose states the predictive_analytics tier on /profiles and /lists/{id}/profiles but not on
     /segments/{id}/profiles; Klaviyo applies it to every profile collection, so any operation that
-    accepts the field gets the tier stated by the operations that do describe it.
+    accepts the field gets the tier stated by the operations that do describe it. `profile_count` on a
+    list or segment is stated where it is accepted (1/s, 15/m).
     """
-    rtype, value = REDUCED_TIER_FIELD
-    if value not in rule["additional_fields"].get(rtype, []):
-        return {}
-    tier = reduced_tier(op.get("description", ""))
-    if tier is None:
-        stated = (reduced_tier(o["get"].get("description", "")) for o in spec["paths"].values() if "get" in o)
-        tier = next((t for t in stated if t), None)
-    return {f"{rtype}.{value}": tier} if tier else {}
+    out = {}
+    for rtype, value in REDUCED_TIER_FIELDS:
+        if value not in rule["additional_fields"].get(rtype, []):
+            continue
+        tier = reduced_tier(op.get("description", ""), rtype, value)
+        if tier is None:
+            stated = (reduced_tier(o["get"].get("description", ""), rtype, value)
+                      for o in spec["paths"].values() if "get" in o)
+            tier = next((t for t in stated if t), None)
+        if tier:
+            out[f"{rtype}.{value}"] = tier
+    return out
 
 
 def resolve(spec: dict[str, Any], ref: str) -> dict[str, Any]:
@@ -211,11 +220,38 @@ def required_group_by(description: str) -> list[str]:
     return [name.strip() for name in m.group(1).split(",")] if m else []
 
 
+def aggregate_rules(spec: dict[str, Any], path: str) -> dict[str, Any]:
+    """Body rules of POST /metric-aggregates: data.type, attributes, required ones and their enums."""
+    op = spec["paths"]["/api" + path]["post"]
+    body = resolve(spec, op["requestBody"]["content"]["application/vnd.api+json"]["schema"]["$ref"])
+    resource = resolve(spec, body["properties"]["data"]["$ref"])
+    attrs = resource["properties"]["attributes"]
+    props = attrs["properties"]
+    return {
+        "operation": op["operationId"],
+        "type": resolve(spec, resource["properties"]["type"]["$ref"])["enum"][0],
+        "required": attrs["required"],
+        "attributes": sorted(props),
+        "measurements": props["measurements"]["items"]["enum"],
+        "interval": props["interval"]["enum"],
+        "by": props["by"]["items"]["enum"],
+        "sort": props["sort"]["enum"],
+        "page_size": props["page_size"]["default"],
+        "query_params": sorted(p["name"] for p in op["parameters"] if p["in"] == "query"),
+        "rate": rate_of(op),
+        "scopes": op["x-klaviyo-scopes"],
+        "response_schema": op["responses"]["200"]["content"]["application/vnd.api+json"]["schema"]["$ref"],
+    }
+
+
 def build_rules(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "revision": spec["info"]["version"],
         "get": {path: get_rules(spec, path) for path in SERVED_GETS},
-        "post": {path: report_rules(spec, path) for path in SERVED_REPORTS},
+        "post": {
+            **{path: report_rules(spec, path) for path in SERVED_REPORTS},
+            **{path: aggregate_rules(spec, path) for path in SERVED_AGGREGATES},
+        },
     }
 
 

@@ -49,7 +49,9 @@ from klaviyo_source.sandbox.data import (
     World,
     iso,
 )
+from klaviyo_source.sandbox.messaging import operations as messaging_operations
 from klaviyo_source.sandbox.model import Cond, Page, Query, StoreError
+from klaviyo_source.sandbox.people import operations as people_operations
 
 __all__ = ["Sizes", "Store"]
 
@@ -295,13 +297,15 @@ class Rows(Collection):
     def __init__(self, rows: list[Row], rtype: str, path: str, default_sort: tuple[str, bool] = ("id", True),
                  rels: dict[str, tuple[str, bool]] | None = None,
                  computed: dict[str, Callable[[int], list[int]]] | None = None,
-                 derived: dict[str, Callable[[int], Any]] | None = None) -> None:
+                 derived: dict[str, Callable[[int], Any]] | None = None,
+                 extras: dict[str, Callable[[int], Any]] | None = None) -> None:
         super().__init__()
         self.rows = rows
         self.rtype, self.path, self.default_sort = rtype, path, default_sort
         self.rels = rels or {}
         self.computed = computed or {}  # relationships derived from other tables
         self.derived = derived or {}  # filter fields derived from relationships
+        self.extras = extras or {}  # `additional-fields` computed on request (a list's profile_count)
         self.by_id = {row.id: i for i, row in enumerate(rows) if row.alive}
 
     def records(self) -> list[int]:
@@ -323,6 +327,8 @@ class Rows(Collection):
         for name in extra:
             if name in row.extra:
                 attrs[name] = row.extra[name]
+            elif name in self.extras:
+                attrs[name] = self.extras[name](i)
         return attrs
 
     def targets(self, i: int, rel: str) -> Any:
@@ -397,7 +403,7 @@ class Events(Collection):
         if cond.field == "metric_id":
             metrics = self.store.rows("metrics")
             return "metric", sorted({metrics.by_id[v] for v in _values(cond) if v in metrics.by_id})
-        return "profile", sorted(self.store.profiles.lookup(Cond("any", "id", _values(cond))) or ())
+        return "profile", sorted(self.store.profiles.numbers(_values(cond)))
 
     def partition_key(self, part: str, field: str) -> Key:
         col, ts = self._column(part), self.world.events.ts
@@ -586,6 +592,15 @@ class Profiles(Collection):
                 v = finder(i)
                 if v is not None:
                     found[v] = i
+        return found
+
+    def numbers(self, ids: list[Any]) -> set[int]:
+        """Record numbers of these ids, deleted profiles included (their kept events still name them)."""
+        found = set()
+        for text in ids:
+            i = self.world.profile_ids.index(text) if isinstance(text, str) else None
+            if i is not None and i < len(self.flags) and self.ident(i) == text:
+                found.add(i)
         return found
 
     def find(self, ids: list[str]) -> list[int]:
@@ -872,6 +887,8 @@ _NESTED = {
     "/flow-actions/{id}/flow-messages": ("flow_actions", "flow_messages"),
 }
 _UNPAGED = frozenset({"/accounts", "/campaigns/{id}/campaign-messages"})
+# detail endpoint -> collection: one resource by its id
+_DETAIL = {"/lists/{id}": "lists", "/segments/{id}": "segments"}
 # deletable tables -> relationship whose targets are deleted with the record
 _CASCADE = {
     "campaigns": (("campaign-messages", "campaign_messages"),),
@@ -881,7 +898,10 @@ _CASCADE = {
     "coupons": (("codes", "coupon_codes"),),
 }
 _DELETABLE = frozenset({"campaigns", "flows", "lists", "segments", "templates", "tags", "catalog_items",
-                        "coupon_codes", "coupons", "catalog_variants", "catalog_categories"})
+                        "coupon_codes", "coupons", "catalog_variants", "catalog_categories",
+                        "campaign_messages", "flow_actions", "flow_messages"})
+_MARKERS = {"campaigns": "updated_at", "campaign_messages": "updated_at", "flows": "updated",
+            "flow_actions": "updated", "flow_messages": "updated", "templates": "updated"}
 _GROUND_TRUTH_ROWS = ("metrics", "lists", "segments", "campaigns", "campaign_messages", "flows", "flow_actions",
                       "flow_messages", "templates", "tags", "catalog_items", "catalog_variants",
                       "catalog_categories", "coupons", "coupon_codes", "accounts")
@@ -907,11 +927,13 @@ class Store:
             coll.link(self.colls)
         self._ops: dict[str, Callable[..., dict[str, Any]]] = {
             "add_events": self._add_events, "add_profiles": self._add_profiles,
-            "update_profiles": self._update_profiles, "delete_profiles": self._delete_profiles,
+            "update_profiles": self._update_profiles,
             "add_members": self._add_members, "remove_members": self._remove_members,
             "add_campaign": self._add_campaign, "update_campaigns": self._update_campaigns,
             "add_flow": self._add_flow, "update_flows": self._update_flows, "delete": self._delete,
         }
+        self._ops.update(people_operations(self))
+        self._ops.update(messaging_operations(self))
 
     def _row_collections(self) -> dict[str, Rows]:
         w = self.world
@@ -945,10 +967,12 @@ class Store:
             "metrics": Rows(rows["metrics"], "metric", "metrics", rels={"flow-triggers": ("flows", False)},
                             computed={"flow-triggers": flows_triggered_by("metrics")}),
             "lists": Rows(rows["lists"], "list", "lists", rels={**tags, "flow-triggers": ("flows", False)},
-                          computed={"flow-triggers": flows_triggered_by("lists")}),
+                          computed={"flow-triggers": flows_triggered_by("lists")},
+                          extras={"profile_count": lambda i: len(w.members["list"][i])}),
             "segments": Rows(rows["segments"], "segment", "segments",
                              rels={**tags, "flow-triggers": ("flows", False)},
-                             computed={"flow-triggers": lambda i: []}),
+                             computed={"flow-triggers": lambda i: []},
+                             extras={"profile_count": lambda i: len(w.members["segment"][i])}),
             "campaigns": Rows(rows["campaigns"], "campaign", "campaigns", ("created_at", True),
                               rels={"campaign-messages": ("campaign_messages", False), **tags}),
             "campaign_messages": Rows(rows["campaign_messages"], "campaign-message", "campaign-messages",
@@ -992,11 +1016,31 @@ class Store:
     def endpoints(self) -> list[str]:
         return sorted([*_ENDPOINTS, *_NESTED])
 
+    def locked(self) -> threading.RLock:
+        """The store's lock, for modules that read or change the account (aggregates, people, ...)."""
+        return self._lock
+
+    @property
+    def rng(self) -> random.Random:
+        """The mutations' random source (seeded: the same mutations pick the same records)."""
+        return self._rng
+
     # -- queries ------------------------------------------------------------------------------
     def query(self, q: Query) -> Page:
         with self._lock:
             coll, implicit = self._resolve(q)
             return self._page(coll, q, implicit)
+
+    def detail(self, q: Query) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """One resource by id (`GET /lists/{id}`), with its sparse fieldsets and additional fields."""
+        with self._lock:
+            coll = self.rows(_DETAIL[q.endpoint])
+            i = coll.by_id.get(q.path_id or "")
+            if i is None:
+                raise StoreError(404, "not_found", f"A {coll.rtype} with id {q.path_id!r} does not exist.")
+            trees = {rtype: _field_tree(names) for rtype, names in q.fields.items()}
+            included = self._included(coll, [i], q, trees, {(coll.rtype, coll.ident(i))})
+            return self._resource(coll, i, q, trees), included
 
     def _resolve(self, q: Query) -> tuple[Collection, tuple[Cond, ...]]:
         if q.endpoint in _ENDPOINTS:
@@ -1009,10 +1053,10 @@ class Store:
         if parent is None:
             raise StoreError(404, "not_found", f"A {parents.rtype} with id {q.path_id!r} does not exist.")
         if child in ("list", "segment"):
-            return self._members_of(child, parent), ()
+            return self.members_of(child, parent), ()
         return self.colls[child], (Cond("equals", PARENT, parent),)
 
-    def _members_of(self, kind: str, group: int) -> Members:
+    def members_of(self, kind: str, group: int) -> Members:
         found = self._members.get((kind, group))
         if found is None:
             found = self._members[(kind, group)] = Members(self.profiles, self.world.members[kind][group])
@@ -1169,7 +1213,7 @@ class Store:
             except (TypeError, ValueError) as exc:
                 raise StoreError(400, "invalid", f"Bad arguments for {op}: {exc}") from exc
 
-    def _pick(self, coll: Rows | Profiles, ids: list[str] | None, count: int | None) -> list[int]:
+    def pick(self, coll: Rows | Profiles, ids: list[str] | None, count: int | None) -> list[int]:
         if ids is not None:
             return coll.find(list(ids))
         live = list(coll.records())
@@ -1198,7 +1242,7 @@ class Store:
         return {"ids": [self.profiles.ident(i) for i in new]}
 
     def _update_profiles(self, now: int, count: int | None = None, ids: list[str] | None = None) -> dict[str, Any]:
-        chosen = self._pick(self.profiles, ids, count)
+        chosen = self.pick(self.profiles, ids, count)
 
         def edit() -> None:
             for i in chosen:
@@ -1206,21 +1250,6 @@ class Store:
 
         self.profiles.changed(chosen, edit)
         return {"ids": [self.profiles.ident(i) for i in chosen], "updated": iso(now)}
-
-    def _delete_profiles(self, now: int, count: int | None = None, ids: list[str] | None = None
-                         ) -> dict[str, Any]:
-        """Klaviyo's deletion: the profile, its memberships and its events vanish without a trace."""
-        chosen = self._pick(self.profiles, ids, count)
-        gone = [self.profiles.ident(i) for i in chosen]
-        events = self.events.of_profiles(chosen)
-        self.events.deleted(events)
-        for kind, groups in self.world.members.items():
-            for g, joined in enumerate(groups):
-                leaving = [i for i in chosen if i in joined]
-                if leaving:
-                    self._members_of(kind, g).deleted(leaving)
-        self.profiles.deleted(chosen)
-        return {"ids": gone, "events_deleted": len(events)}
 
     def _group(self, kind: str, parent_id: str | None) -> int:
         if kind not in ("list", "segment"):
@@ -1237,8 +1266,8 @@ class Store:
                      ids: list[str] | None = None) -> dict[str, Any]:
         """Join profiles to a group; a re-join moves `joined_group_at` forward."""
         group = self._group(kind, parent_id)
-        members = self._members_of(kind, group)
-        chosen = self._pick(self.profiles, ids, count)
+        members = self.members_of(kind, group)
+        chosen = self.pick(self.profiles, ids, count)
         again = [i for i in chosen if i in members.joined]
         fresh = [i for i in chosen if i not in members.joined]
 
@@ -1256,7 +1285,7 @@ class Store:
     def _remove_members(self, now: int, kind: str = "list", parent_id: str | None = None, count: int = 1,
                         ids: list[str] | None = None) -> dict[str, Any]:
         group = self._group(kind, parent_id)
-        members = self._members_of(kind, group)
+        members = self.members_of(kind, group)
         if ids is not None:
             chosen = [i for i in self.profiles.find(list(ids)) if i in members.joined]
         else:
@@ -1281,7 +1310,7 @@ class Store:
     def _update_campaigns(self, now: int, ids: list[str] | None = None, count: int | None = None
                           ) -> dict[str, Any]:
         campaigns = self.rows("campaigns")
-        chosen = self._pick(campaigns, ids, count)
+        chosen = self.pick(campaigns, ids, count)
 
         def edit() -> None:
             for i in chosen:
@@ -1306,7 +1335,7 @@ class Store:
 
     def _update_flows(self, now: int, ids: list[str] | None = None, count: int | None = None) -> dict[str, Any]:
         flows = self.rows("flows")
-        chosen = self._pick(flows, ids, count)
+        chosen = self.pick(flows, ids, count)
 
         def edit() -> None:
             for i in chosen:
@@ -1337,7 +1366,7 @@ class Store:
         if table in ("lists", "segments"):
             kind = "list" if table == "lists" else "segment"
             for g in chosen:
-                self._members_of(kind, g).deleted(list(self.world.members[kind][g]))
+                self.members_of(kind, g).deleted(list(self.world.members[kind][g]))
         return {"table": table, "ids": [coll.ident(i) for i in chosen], "cascaded": cascaded}
 
     # -- ground truth -----------------------------------------------------------------------------
@@ -1358,6 +1387,21 @@ class Store:
                 out[f"{kind}_members"] = sorted(
                     [parents.ident(g), self.profiles.ident(p)]
                     for g in parents.records() for p in self.world.members[kind][g])
+            return out
+
+    def versions(self) -> dict[str, dict[str, Any]]:
+        """What each live row says now, beyond its id: the change marker of every table that has one
+        (edits below unchanged parents must arrive) and the profile of every event (merges move events)."""
+        with self._lock:
+            out: dict[str, dict[str, Any]] = {
+                "events": {self.events.ident(i): self.profiles.ident(self.world.events.profile[i])
+                           for i in self.events.records()},
+                "profiles": {self.profiles.ident(i): iso(self.world.profile_updated[i])
+                             for i in self.profiles.records()},
+            }
+            for table, marker in _MARKERS.items():
+                coll = self.rows(table)
+                out[table] = {coll.ident(i): coll.rows[i].attrs[marker] for i in coll.records()}
             return out
 
     # -- reports --------------------------------------------------------------------------------

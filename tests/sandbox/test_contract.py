@@ -65,7 +65,11 @@ def endpoint_requests(client: Any) -> list[tuple[str, str, dict[str, str]]]:
     flow_id = first_id(client, "/flows")
     action_id = first_id(client, f"/flows/{flow_id}/flow-actions")
     coupon_id = first_id(client, "/coupons")
+    tagged = {path: next(r["id"] for r in client.walk(path) if r["relationships"]["tags"]["data"])
+              for path in ("/lists", "/segments")}  # so that include=tags has something to include
     concrete = {
+        "/lists/{id}": f"/lists/{tagged['/lists']}",
+        "/segments/{id}": f"/segments/{tagged['/segments']}",
         "/lists/{id}/profiles": f"/lists/{list_id}/profiles",
         "/segments/{id}/profiles": f"/segments/{segment_id}/profiles",
         "/campaigns/{id}/campaign-messages": f"/campaigns/{campaign_id}/campaign-messages",
@@ -96,15 +100,18 @@ def test_every_endpoint_matches_its_response_schema(client: Any, validator_for: 
         assert not errors, (template, params, [f"{list(e.absolute_path)}: {e.message[:300]}" for e in errors[:5]])
         if "include" in params:
             assert doc.get("included"), (template, params, "include gave no included resources")
+        records = [doc["data"]] if RULES["get"][template]["single"] else doc["data"]
         for rtype, values in ((k[18:-1], v) for k, v in params.items() if k.startswith("additional-fields[")):
             # Some additional fields exist only on some records (a template's definition: drag-and-drop only).
-            returned = {name for r in doc["data"] if r["type"] == rtype for name in r["attributes"]}
+            returned = {name for r in records if r["type"] == rtype for name in r["attributes"]}
             assert set(values.split(",")) <= returned, (template, values)
 
 
 def test_report_answers_match_their_schemas(client: Any, validator_for: Any) -> None:
     metric_id = first_id(client, "/metrics")
     for path, rule in RULES["post"].items():
+        if rule["type"] == "metric-aggregate":
+            continue  # its own body: test_metric_aggregates_match_their_schema
         body = {
             "data": {
                 "type": rule["type"],
@@ -119,6 +126,21 @@ def test_report_answers_match_their_schemas(client: Any, validator_for: Any) -> 
         assert response.status_code == 200, response.text
         errors = list(validator_for(rule["response_schema"]).iter_errors(response.json()))
         assert not errors, (path, [e.message for e in errors[:5]])
+
+
+def test_metric_aggregates_match_their_schema(client: Any, validator_for: Any) -> None:
+    rule = RULES["post"]["/metric-aggregates"]
+    for metric_id in (first_id(client, "/metrics"),):
+        for by in ([], ["$message"]):
+            body = {"data": {"type": "metric-aggregate", "attributes": {
+                "metric_id": metric_id, "measurements": ["count", "sum_value", "unique"], "interval": "day",
+                "timezone": "America/New_York", "by": by,
+                "filter": ["greater-or-equal(datetime,2000-01-01T00:00:00)", "less-than(datetime,2000-12-01T00:00:00)"],
+            }}}
+            response = client.post("/metric-aggregates", body)
+            assert response.status_code == 200, response.text
+            errors = list(validator_for(rule["response_schema"]).iter_errors(response.json()))
+            assert not errors, [e.message for e in errors[:5]]
 
 
 def test_error_answers_match_the_client_error_schema(client: Any, spec: dict[str, Any]) -> None:
@@ -187,6 +209,9 @@ def test_rate_tiers_match_the_prose(spec: dict[str, Any]) -> None:
             assert (rule["rate"]["burst"], rule["rate"]["steady"]) == (int(burst), int(steady)), path
     for path in ("/profiles", "/lists/{id}/profiles", "/segments/{id}/profiles"):
         assert RULES["get"][path]["reduced_tiers"] == {"profile.predictive_analytics": {"burst": 10, "steady": 150}}
+    for path, rtype in (("/lists/{id}", "list"), ("/segments/{id}", "segment")):
+        assert RULES["get"][path]["reduced_tiers"] == {f"{rtype}.profile_count": {"burst": 1, "steady": 15}}
+    assert RULES["post"]["/metric-aggregates"]["rate"] == {"burst": 3, "steady": 60}
     assert RULES["post"]["/campaign-values-reports"]["rate"] == {"burst": 1, "steady": 2, "daily": 225}
 
 
