@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -148,8 +149,15 @@ class KlaviyoClient:
             if status == 429:
                 throttles += 1
                 wait = _retry_after(response.headers.get("Retry-After"), self.retry.delay(min(throttles, 6)))
-                if throttles > self.retry.max_throttles or wait > self.retry.max_retry_after:
-                    detail = f"{_error_detail(response)[1]} (still throttled after {throttles} waits)"
+                if wait > self.retry.max_retry_after:
+                    # A daily cap: say so, and when to come back, instead of sleeping for hours.
+                    back = datetime.now(timezone.utc) + timedelta(seconds=wait)
+                    detail = (f"{_error_detail(response)[1]} (Klaviyo asks to wait {wait:,.0f} s, longer than the "
+                              f"{self.retry.max_retry_after:.0f} s a run waits: a daily cap? run again after "
+                              f"{back:%Y-%m-%d %H:%M} UTC)")
+                    raise KlaviyoAPIError(label, 429, detail, "throttled")
+                if throttles > self.retry.max_throttles:
+                    detail = f"{_error_detail(response)[1]} (still throttled after waiting {throttles - 1} times)"
                     raise KlaviyoAPIError(label, 429, detail, "throttled")
                 log.info("%s: throttled by Klaviyo, all requests to it wait %.1f s", label, wait)
                 governor.throttled(wait)

@@ -152,9 +152,22 @@ def test_429_without_retry_after_backs_off_never_zero(client: KlaviyoClient) -> 
 
 def test_429_asking_for_hours_fails_at_once(client: KlaviyoClient) -> None:
     sent = scripted(client, answer(429, klaviyo_error(429, "Daily limit reached."), {"Retry-After": "7200"}))
-    with pytest.raises(KlaviyoAPIError, match=r"^Klaviyo /reports: HTTP 429 \[throttled\]: Daily limit reached"):
+    with pytest.raises(KlaviyoAPIError, match=r"^Klaviyo /reports: HTTP 429 \[throttled\]: Daily limit reached") as e:
         client.get("https://a.klaviyo.com/api/reports", None, StubGovernor(), "/reports")  # type: ignore[arg-type]
     assert len(sent) == 1
+    assert "(Klaviyo asks to wait 7,200 s, longer than the 300 s a run waits: a daily cap? run again after " \
+        in str(e.value)
+    assert "waits)" not in str(e.value), "it never waited"
+
+
+def test_429_that_never_ends_says_how_often_it_waited(client: KlaviyoClient) -> None:
+    client.retry = RetryPolicy(attempts=4, base=0.001, cap=0.002, max_throttles=2)
+    throttled = answer(429, klaviyo_error(429, "Request was throttled."), {"Retry-After": "1"})
+    scripted(client, throttled, throttled, throttled)
+    governor = StubGovernor()
+    with pytest.raises(KlaviyoAPIError, match=r"\(still throttled after waiting 2 times\)"):
+        client.get("https://a.klaviyo.com/api/events", None, governor, "/events")  # type: ignore[arg-type]
+    assert governor.waits == [1.0, 1.0]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,158 @@
+"""Failure causes named truthfully: each cause its own line, found however deep dlt wrapped it."""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+from collections import namedtuple
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg2
+import pytest
+from dlt.destinations.exceptions import DatabaseTransientException, DestinationConnectionError
+
+from klaviyo_source.errors import AuthenticationError
+from klaviyo_source.failures import EXIT_LOCKED, OneLineRecords, explain
+from klaviyo_source.locks import Holder, LockHeld
+
+
+def wrapped(inner: BaseException) -> BaseException:
+    """As dlt hands it over: a step failure whose cause is a job failure whose cause is the real error."""
+    try:
+        try:
+            raise inner
+        except BaseException as exc:
+            raise RuntimeError("job failed") from exc
+    except RuntimeError as outer:
+        try:
+            raise ValueError("Pipeline execution failed at stage load") from outer
+        except ValueError as step:
+            return step
+
+
+def disk_full_error() -> OSError:
+    with pytest.raises(OSError) as caught, open("/dev/full", "w") as full:
+        full.write("x")
+        full.flush()
+    return caught.value
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_is_named_with_the_place_and_not_blamed_on_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    error = disk_full_error()  # as dlt's writers see it: ENOSPC, no file name
+    usage = namedtuple("usage", "total used free")
+    full, roomy = tmp_path / "pipelines", Path("/")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1, 1, 20_000 if Path(p) == tmp_path else 10**12))
+    failure = explain(wrapped(error), step="extract", places=[roomy, full])
+    assert failure is not None and failure.kind == "disk full" and failure.exit_code == 1
+    assert failure.message.startswith(f"the disk is full at {full} (0.0 MB free): free space there")
+    assert "nothing was loaded and no cursor moved" in failure.message and "credentials" not in failure.message
+
+
+def test_duckdb_reports_of_a_full_disk_are_a_full_disk(tmp_path: Path) -> None:
+    wal = tmp_path / "k.duckdb.wal"
+    error = duckdb.TransactionException(
+        f'TransactionContext Error: Failed to commit: Could not write file "{wal}": No space left on device')
+    failure = explain(wrapped(DatabaseTransientException(error)), step="load")
+    assert failure is not None and failure.kind == "disk full"
+    assert f"writing {wal} (" in failure.message and "MB free)" in failure.message
+    assert "what was read waits in the pipeline folder" in failure.message
+
+
+def test_duckdb_out_of_memory_on_a_full_disk_is_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 4096, 4096))
+    error = duckdb.OutOfMemoryException(
+        f'Out of Memory Error: failed to offload data block of size 256.0 KiB (128.0 MiB/128.0 MiB used) to '
+        f'"{tmp_path / "k.duckdb.tmp"}"')
+    failure = explain(wrapped(DatabaseTransientException(error)), step="load")
+    assert failure is not None and failure.kind == "disk full" and "could not spill to disk" in failure.message
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**12, 0, 10**12))
+    failure = explain(wrapped(DatabaseTransientException(error)), step="load")
+    assert failure is not None and failure.kind == "memory"
+
+
+def test_a_duckdb_file_open_elsewhere_names_the_process() -> None:
+    error = duckdb.IOException('IO Error: Could not set lock on file "/data/k.duckdb": Conflicting lock is held in '
+                               '/usr/bin/duckdb (PID 4882). See also https://duckdb.org/docs/current/connect/concurrency')
+    failure = explain(wrapped(DatabaseTransientException(error)), step="sync")
+    assert failure is not None and failure.kind == "file in use" and failure.exit_code == EXIT_LOCKED
+    assert failure.message.startswith("the DuckDB file /data/k.duckdb is open in another process (duckdb, PID 4882)")
+    assert failure.message.endswith("nothing was read or loaded.")
+
+
+def connect_error(dsn: str) -> psycopg2.OperationalError:
+    with pytest.raises(psycopg2.OperationalError) as caught:
+        psycopg2.connect(dsn, connect_timeout=5)
+    return caught.value
+
+
+def test_an_unreachable_postgres_is_unreachable() -> None:
+    error = connect_error("postgresql://loader:pw@127.0.0.1:1/db")  # nothing listens on port 1
+    failure = explain(wrapped(DestinationConnectionError("postgres", "klaviyo", str(error), error)), step="sync")
+    assert failure is not None and failure.kind == "unreachable"
+    assert failure.message.startswith('cannot reach PostgreSQL at 127.0.0.1:1 (connection to server at "127.0.0.1"')
+    assert "the server runs" in failure.message
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "start"),
+    [
+        ('connection to server at "db", port 5432 failed: FATAL:  password authentication failed for user "loader"',
+         "credentials", "PostgreSQL at db:5432 refused the credentials"),
+        ('connection to server at "db", port 5432 failed: FATAL:  role "nobody" does not exist',
+         "credentials", "PostgreSQL at db:5432 refused the credentials"),
+        ('connection to server at "db", port 5432 failed: FATAL:  database "nodb" does not exist',
+         "credentials", "PostgreSQL at db:5432 has no database 'nodb'"),
+        ("could not extend file \"base/16384/2619\": No space left on device",
+         "disk full", "the PostgreSQL server's disk is full"),
+    ],
+)
+def test_postgres_refusals_are_named(text: str, kind: str, start: str) -> None:
+    failure = explain(wrapped(DatabaseTransientException(psycopg2.OperationalError(text))), step="load")
+    assert failure is not None and failure.kind == kind and failure.message.startswith(start), failure
+
+
+def test_lock_held_has_its_own_exit_code_and_klaviyo_errors_speak_for_themselves() -> None:
+    held = LockHeld("pipeline klaviyo", Holder(7, "h", None), 0)
+    failure = explain(wrapped(held))
+    assert failure is not None and failure.exit_code == EXIT_LOCKED and failure.message == str(held)
+    assert explain(wrapped(AuthenticationError("/events", 401, "bad key"))) is None
+    assert explain(wrapped(KeyError("something else"))) is None
+
+
+def test_dlt_tracebacks_are_folded_into_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    logger = logging.getLogger("dlt.test_failures")
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    logger.addFilter(OneLineRecords())
+    monkeypatch.setattr(logger, "propagate", False)
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            logger.warning("Failed to create trace dump via pickle", exc_info=True)
+        logger.warning("Job retried with message %s", 'Traceback (most recent call last):\n  File "x", line 1\n'
+                                                        "OSError: disk full\n")
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert lines == ["Failed to create trace dump via pickle (OSError: [Errno 28] No space left on device)",
+                     "Job retried with message (OSError: disk full)"]
+
+
+def test_nothing_is_folded_at_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    record: Any = logging.LogRecord("dlt", logging.WARNING, "x", 1, "msg", None, (OSError, OSError("e"), None))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        assert OneLineRecords().filter(record) and record.exc_info is not None
+    finally:
+        root.setLevel(level)
