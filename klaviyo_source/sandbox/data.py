@@ -1209,7 +1209,10 @@ class ProfileView:
         }
 
     def suppressions(self, i: int) -> tuple[list[tuple[str, int]], list[tuple[str, str, int]]]:
-        """Email marketing suppressions: ([(reason, ts)], [(list_id, reason, ts)]), mostly empty."""
+        """Email marketing suppressions: ([(reason, ts)], [(list_id, reason, ts)]), mostly empty; none without an
+        email (`subscriptions.email` is null then, so no suppression filter may match the profile)."""
+        if self.email(i) is None:
+            return [], []
         h = mix64(i, self.salt + 5)
         when = self._since_created(i, h)
         suppression = []

@@ -2,15 +2,20 @@
 
 Grammar (API-NOTES §1.7): comma-separated expressions ANDed, optionally wrapped in `and(...)` (nested);
 an expression is `operator(field[,value])`; values are quoted strings (single or double quotes, with
-backslash escapes), `true`/`false`, `null`, numbers, JSON-style lists, or bare datetimes. A datetime must
+backslash escapes), `true`/`false`, numbers, JSON-style lists of those, or bare datetimes. A datetime must
 be bare: a quoted datetime on a datetime field is rejected, as Klaviyo does.
+
+Datetimes follow Klaviyo's datetime guides: `YYYY-MM-DD`, optionally followed by `T` or a space, `HH:MM`,
+optional `:SS` with an optional fraction of any length (kept to the microsecond), and an optional `Z`,
+`+HH:MM` or `+HHMM` offset; no offset means UTC. Letters are upper-case. A value of that shape that is not on
+the calendar (February 30th, month 13, hour 25, offset +25:00) is a 400 like any other malformed value.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from klaviyo_source.sandbox.model import Cond
@@ -32,10 +37,13 @@ OPERATORS = frozenset(
     }
 )
 
-_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
-_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
-_INTEGER = re.compile(r"-?\d+")
-_NAME = re.compile(r"[A-Za-z_$][\w.$-]*")
+_DATETIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}:?\d{2})?)?", re.ASCII
+)
+_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?", re.ASCII)
+_INTEGER = re.compile(r"-?\d+", re.ASCII)
+_NAME = re.compile(r"[A-Za-z_$][\w.$-]*", re.ASCII)
+MAX_DEPTH = 16  # nested and(...) / lists: deep enough for any real filter, shallow enough for the parser
 
 
 class FilterError(ValueError):
@@ -70,6 +78,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self.depth = 0
 
     def fail(self, what: str) -> FilterError:
         return FilterError(f"Invalid filter provided: {what} at position {self.pos} of '{self.text}'.")
@@ -104,12 +113,19 @@ class _Parser:
             self.skip_spaces()
         return out
 
+    def nest(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail("nested too deeply")
+
     def expression(self) -> list[RawCond]:
         op = self.name()
         self.expect("(")
         if op == "and":
+            self.nest()
             inner = self.expressions()
             self.expect(")")
+            self.depth -= 1
             return inner
         if op not in OPERATORS:
             raise FilterError(f"Invalid filter provided: unknown operator '{op}'.")
@@ -140,16 +156,19 @@ class _Parser:
 
     def list_value(self) -> list[Any]:
         self.pos += 1
+        self.nest()
         items: list[Any] = []
         self.skip_spaces()
         if self.peek() == "]":
             self.pos += 1
+            self.depth -= 1
             return items
         while True:
             items.append(self.value())
             self.skip_spaces()
             if self.peek() == "]":
                 self.pos += 1
+                self.depth -= 1
                 return items
             self.expect(",")
 
@@ -183,20 +202,43 @@ def parse(text: str) -> list[RawCond]:
 
 
 def parse_datetime(text: str) -> datetime:
-    """A bare Klaviyo datetime -> aware UTC datetime; no offset means UTC."""
-    if not _DATETIME.fullmatch(text):
+    """A bare Klaviyo datetime -> aware UTC datetime; no offset means UTC (see the module's grammar)."""
+    try:
+        return local_datetime(text).astimezone(timezone.utc)
+    except OverflowError:  # a valid wall-clock time whose UTC instant is outside year 1..9999
+        raise FilterError(f"Invalid filter provided: '{text}' is not a valid datetime.") from None
+
+
+def local_datetime(text: str) -> datetime:
+    """A Klaviyo datetime as written: aware, in its own offset (UTC when it has none)."""
+    m = _DATETIME.fullmatch(text)
+    if not m:
         raise FilterError(f"Invalid filter provided: '{text}' is not a valid datetime.")
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    year, month, day, hour, minute, second, fraction, offset = m.groups()
+    try:
+        return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
+                        int((fraction or "0")[:6].ljust(6, "0")), tzinfo=_zone(offset))
+    except ValueError:
+        raise FilterError(f"Invalid filter provided: '{text}' is not a valid datetime.") from None
+
+
+def _zone(offset: str | None) -> timezone:
+    """`Z`, `+HH:MM` or `+HHMM` (hours up to 23, minutes up to 59); ValueError otherwise."""
+    if offset is None or offset == "Z":
+        return timezone.utc
+    digits = offset[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:])
+    if hours > 23 or minutes > 59:
+        raise ValueError(offset)
+    delta = timedelta(hours=hours, minutes=minutes)
+    return timezone(-delta if offset[0] == "-" else delta)
 
 
 def _typed(field: str, rule: dict[str, Any], token: Any) -> Any:
     """Convert one literal to the field's declared type, rejecting literals of the wrong kind."""
     kind = rule.get("type")
-    if token == Bare("null"):
-        return None
+    if isinstance(token, list):
+        raise FilterError(f"Invalid filter provided: a list inside a list is not a valid value for '{field}'.")
     if rule.get("format") == "date-time":
         if not isinstance(token, Bare):
             raise FilterError(f"Invalid filter provided: datetime values for '{field}' must not be quoted.")
@@ -214,7 +256,10 @@ def _typed(field: str, rule: dict[str, Any], token: Any) -> Any:
     if kind == "boolean" and text in ("true", "false"):
         return text == "true"
     if kind in ("number", "integer") and _NUMBER.fullmatch(text):
-        return int(text) if _INTEGER.fullmatch(text) else float(text)
+        try:
+            return int(text) if _INTEGER.fullmatch(text) else float(text)
+        except ValueError:  # more digits than Python converts
+            pass
     raise FilterError(f"Invalid filter provided: '{text}' is not a valid {kind} for '{field}'.")
 
 

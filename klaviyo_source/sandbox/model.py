@@ -38,7 +38,8 @@ class Query:
     sort: (field, descending) or None when the request sent no `sort`.
     page_size: the effective page size (defaulted by the HTTP layer), or None when the endpoint is
         not paginated.
-    cursor: the opaque `page[cursor]` the store handed out earlier, or None for the first page.
+    cursor: the opaque `page[cursor]` the store handed out earlier (for the next or the previous page), or
+        None for the first page.
     fields: sparse fieldsets, resource type -> attribute names (dotted sub-paths allowed).
     additional_fields: resource type -> extra attribute names (e.g. profile -> subscriptions).
     include: related resource names to put into `included`.
@@ -68,14 +69,15 @@ class Page:
     something wants the dicts (tests, the malformed-record fault).
     """
 
-    __slots__ = ("_data", "_json", "included", "next_cursor")
+    __slots__ = ("_data", "_json", "included", "next_cursor", "prev_cursor")
 
     def __init__(self, data: list[dict[str, Any]] | bytes, included: list[dict[str, Any]] | None = None,
-                 next_cursor: str | None = None) -> None:
+                 next_cursor: str | None = None, prev_cursor: str | None = None) -> None:
         self._data: list[dict[str, Any]] | None = None if isinstance(data, bytes) else data
         self._json: bytes | None = data if isinstance(data, bytes) else None
         self.included = included if included is not None else []
         self.next_cursor = next_cursor
+        self.prev_cursor = prev_cursor  # the page before this one, None on a first page
 
     @property
     def data(self) -> list[dict[str, Any]]:

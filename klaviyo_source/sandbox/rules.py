@@ -10,18 +10,17 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from klaviyo_source.sandbox import filters
+from klaviyo_source.sandbox import filters, revisions
 from klaviyo_source.sandbox.model import Query
 
 RULES_PATH = Path(__file__).with_name("spec_rules.json")
-# Revision dates before Klaviyo's first GA JSON:API revision are refused; so are dates after the spec's.
-FIRST_REVISION = date(2023, 2, 22)
-_REVISION = re.compile(r"(\d{4}-\d{2}-\d{2})(\.[A-Za-z0-9]+)?")
+_REVISION = re.compile(r"(\d{4}-\d{2}-\d{2})(\.[A-Za-z0-9]+)?", re.ASCII)
 _ID = r"([^/]+)"
+_PAGE_SIZE = re.compile(r"[+-]?\d+", re.ASCII)
 REPORT_SPAN_DAYS = 366
 
 
@@ -92,8 +91,8 @@ class Rules:
             raise ApiError(405, "method_not_allowed", "Method not allowed.", f'Method "{method}" not allowed.')
         raise ApiError(404, "not_found", "Not found.", f"The path /api{path} could not be found.")
 
-    def check_revision(self, value: str | None) -> None:
-        """The `revision` header must be present, well formed, and a revision this spec knows."""
+    def check_revision(self, value: str | None) -> date:
+        """The `revision` header must be present, well formed and a public revision; answers its date."""
         if not value:
             raise invalid("The revision header is required (format: YYYY-MM-DD[.suffix]).", "revision")
         m = _REVISION.fullmatch(value.strip())
@@ -103,12 +102,22 @@ class Rules:
             day = None
         if day is None:
             raise invalid(f"Invalid revision header '{value}'; expected YYYY-MM-DD[.suffix].", "revision")
-        if not FIRST_REVISION <= day <= self.revision:
+        if not revisions.FIRST <= day <= revisions.NEWEST:
             raise invalid(
                 f"Revision '{value}' is not a valid revision. Valid revisions are between "
-                f"{FIRST_REVISION.isoformat()} and {self.revision.isoformat()}.",
+                f"{revisions.FIRST.isoformat()} and {revisions.NEWEST.isoformat()}.",
                 "revision",
             )
+        return day
+
+    def at(self, route: Route, revision: date) -> Route:
+        """The route with its rule as of `revision` (parameters a later revision added withdrawn)."""
+        return Route(route.method, route.template, self._rule_at(route.template, route.method, revision), route.path_id)
+
+    @lru_cache(maxsize=512)  # noqa: B019 - one Rules per server, kept for its lifetime
+    def _rule_at(self, template: str, method: str, revision: date) -> dict[str, Any]:
+        table = self.data["get" if method == "GET" else "post"]
+        return revisions.rule_at(table[template], template, revision)
 
     def build_query(self, route: Route, params: list[tuple[str, str]], account: str, origin: str = "") -> Query:
         """Validate a GET's query parameters against the endpoint's rules and build the store's Query."""
@@ -138,13 +147,16 @@ class Rules:
             except filters.FilterError as err:
                 raise invalid(str(err), "filter") from None
         _check_required_filter(rule, conds)
+        cursor = values.get("page[cursor]")
+        if cursor is not None and not cursor.strip():
+            raise invalid("'page[cursor]' must not be empty; omit it for the first page.", "page[cursor]")
         return Query(
             endpoint=route.template,
             path_id=route.path_id,
             conds=conds,
             sort=sort,
             page_size=page_size,
-            cursor=values.get("page[cursor]"),
+            cursor=cursor,
             fields=fields,
             additional_fields=additional,
             include=include,
@@ -158,7 +170,7 @@ class Rules:
         _single_values(params, rule["query_params"])
         try:
             doc = json.loads(body or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):
             raise invalid("The request body is not valid JSON.") from None
         data = doc.get("data") if isinstance(doc, dict) else None
         if not isinstance(data, dict):
@@ -204,10 +216,9 @@ def _single_values(params: list[tuple[str, str]], allowed: list[str]) -> dict[st
 
 
 def _page_size(raw: str, page: dict[str, Any]) -> int:
-    try:
-        size = int(raw)
-    except ValueError:
-        raise invalid(f"'page[size]' must be an integer, got '{raw}'.", "page[size]") from None
+    if not _PAGE_SIZE.fullmatch(raw) or len(raw) > 12:
+        raise invalid(f"'page[size]' must be an integer, got '{raw[:40]}'.", "page[size]")
+    size = int(raw)
     if size > page["max"]:
         raise invalid(f"'page[size]' must be less than or equal to {page['max']}.", "page[size]")
     if size < page["min"]:
@@ -261,15 +272,21 @@ def _check_timeframe(timeframe: Any, keys: list[str]) -> None:
     if not isinstance(timeframe, dict) or set(timeframe) != {"start", "end"}:
         raise invalid("'timeframe' must be {'key': ...} or {'start': ..., 'end': ...}.")
     try:
-        start, end = (datetime.fromisoformat(str(timeframe[k]).replace("Z", "+00:00")) for k in ("start", "end"))
-    except ValueError:
+        # The offset is ignored (the account timezone applies), so compare wall-clock times.
+        start, end = (_wall_clock(timeframe[k]) for k in ("start", "end"))
+    except filters.FilterError:
         raise invalid("'timeframe.start' and 'timeframe.end' must be ISO 8601 datetimes.") from None
-    # The offset is ignored (the account timezone applies), so compare wall-clock times.
-    start, end = start.replace(tzinfo=None), end.replace(tzinfo=None)
     if end <= start:
         raise invalid("'timeframe.end' must be after 'timeframe.start'.")
     if (end - start).days > REPORT_SPAN_DAYS:
         raise invalid("The timeframe must not be longer than 1 year.")
+
+
+def _wall_clock(value: Any) -> datetime:
+    """A report datetime in Klaviyo's grammar (the filters' one), as its wall-clock time."""
+    if not isinstance(value, str):
+        raise filters.FilterError(f"{value!r} is not a datetime")
+    return filters.local_datetime(value.strip()).replace(tzinfo=None)
 
 
 def _check_report_filter(text: Any, attributes: list[str]) -> None:

@@ -17,10 +17,10 @@ import traceback
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 
@@ -33,11 +33,11 @@ from klaviyo_source.sandbox.rules import ApiError, Route, Rules
 JSON_API = "application/vnd.api+json"
 KEY_PREFIX = "pk_sandbox_"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-# Characters left readable in links.next; everything else (notably '+' in offsets) is percent-encoded.
-_LINK_SAFE = "[],:()'"
+MAX_BODY = 1 << 20  # a larger request body is refused (the reporting POSTs send a few hundred bytes)
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    413: "Content Too Large",
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
@@ -219,7 +219,15 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.sandbox
 
     def dispatch(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if not declared.isascii() or not declared.isdigit() or int(declared) > MAX_BODY:
+            # the body cannot be read (or skipped) safely: answer and close the connection
+            self.close_connection = True
+            status = 413 if declared.isascii() and declared.isdigit() else 400
+            detail = f"The Content-Length header {declared[:40]!r} is not acceptable."
+            self.send(status, error_body(status, "invalid", _TITLES[400], detail), {"Connection": "close"})
+            return
+        length = int(declared)
         body = self.rfile.read(length) if length else b""
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
@@ -237,6 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
         sb = self.sandbox
         template = path
         headers: dict[str, str] = {}
+        counted: dict[str, str] = {}  # RateLimit-* of a request the limiter counted, sent with any answer
         truncate = False
         try:
             fired = sb.faults.roll(path)
@@ -257,16 +266,17 @@ class _Handler(BaseHTTPRequestHandler):
             route = sb.rules.route(method, path[len("/api") :])
             template = "/api" + route.template
             params = parse_qsl(query_string, keep_blank_values=True)
-            account = self.authorize(route)
-            headers = self.rate_limit(route, account, params)
+            account, revision = self.authorize(route)
+            route = sb.rules.at(route, revision)
+            headers = counted = self.rate_limit(route, account, params)
             payload = self.answer(route, params, body, account, post_faults)
             status = 200
             truncate = any(f.kind == "truncate" for f in post_faults)
         except ApiError as err:
-            status, headers = err.status, err.headers
+            status, headers = err.status, {**counted, **err.headers}
             payload = error_body(status, err.code, err.title, err.detail, err.parameter)
         except StoreError as err:
-            status = err.status
+            status, headers = err.status, counted
             payload = error_body(status, err.code, _TITLES.get(status, "Error."), err.detail, err.parameter)
         except Exception:
             traceback.print_exc(file=sys.stderr)
@@ -275,8 +285,9 @@ class _Handler(BaseHTTPRequestHandler):
         sb.stats.count(method, template, status)
         self.send(status, payload, headers, truncate=truncate)
 
-    def authorize(self, route: Route) -> str:
-        """401 without a valid key, 400 for a bad revision, 403 when the key lacks a scope."""
+    def authorize(self, route: Route) -> tuple[str, date]:
+        """401 without a valid key, 400 for a bad revision, 403 when the key lacks a scope; the account and
+        the revision the request is answered under."""
         header = self.headers.get("Authorization") or ""
         scheme, _, key = header.partition(" ")
         info = self.sandbox.key_info(key.strip()) if scheme == "Klaviyo-API-Key" else None
@@ -287,7 +298,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "Authentication credentials were not provided.",
                 "Missing or invalid private key.",
             )
-        self.sandbox.rules.check_revision(self.headers.get("revision"))
+        revision = self.sandbox.rules.check_revision(self.headers.get("revision"))
         missing = sorted(set(route.rule["scopes"]) - info.scopes)
         if missing:
             raise ApiError(
@@ -296,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "You do not have permission to perform this action.",
                 f"This API key is missing required scopes: {', '.join(missing)}.",
             )
-        return info.account
+        return info.account, revision
 
     def rate_limit(self, route: Route, account: str, params: list[tuple[str, str]]) -> dict[str, str]:
         """Count the request against its tier; raise the 429 when over."""
@@ -339,13 +350,15 @@ class _Handler(BaseHTTPRequestHandler):
             for fault in post_faults:
                 if fault.kind == "malformed" and data:
                     data = malform(data, fault, sb.faults.pick_index(len(data)))
-        next_url = None
-        if page.next_cursor is not None:
-            kept = [(k, v) for k, v in params if k != "page[cursor]"]
-            kept.append(("page[cursor]", page.next_cursor))
-            next_url = sb.base_url + route.template.replace("{id}", route.path_id or "")
-            next_url += "?" + urlencode(kept, quote_via=quote, safe=_LINK_SAFE)
-        doc: dict[str, Any] = {"data": data, "links": {"self": self_url, "next": next_url}}
+        kept = [(k, v) for k, v in params if k != "page[cursor]"]
+        collection = sb.base_url + route.template.replace("{id}", route.path_id or "")
+
+        def link(cursor: str | None) -> str | None:
+            # Klaviyo's links percent-encode everything but letters, digits and `-._~`: page%5Bcursor%5D=...
+            return None if cursor is None else collection + "?" + urlencode([*kept, ("page[cursor]", cursor)])
+
+        links = {"self": self_url, "next": link(page.next_cursor), "prev": link(page.prev_cursor)}
+        doc: dict[str, Any] = {"data": data, "links": links}
         if query.include:
             doc["included"] = page.included
         return orjson.dumps(doc)

@@ -464,9 +464,21 @@ class Events(Collection):
                                                        "id": self.store.profiles.ident(ev.profile[i])}}}
 
     # `Store._resource` of an event as text around its values; tests hold the two to byte equality.
-    _PIECES = ('{"type":"event","id":"', '","attributes":{"timestamp":', ',"event_properties":', ',"datetime":"',
-               '","uuid":"', '"},"relationships":{"metric":{"data":{"type":"metric","id":"',
-               '"}},"profile":{"data":{"type":"profile","id":"', '"}}},"links":{"self":"{origin}/api/events/', '/"}},')
+    _PIECES = (
+        '{"type":"event","id":"',  # id
+        '","attributes":{"timestamp":',  # timestamp
+        ',"event_properties":',  # properties
+        ',"datetime":"',  # datetime
+        '","uuid":"',  # uuid
+        '"},"relationships":{"metric":{"data":{"type":"metric","id":"',  # metric id
+        '"},"links":{"self":"{events}',  # id
+        '/relationships/metric/","related":"{events}',  # id
+        '/metric/"}},"profile":{"data":{"type":"profile","id":"',  # profile id
+        '"},"links":{"self":"{events}',  # id
+        '/relationships/profile/","related":"{events}',  # id
+        '/profile/"}}},"links":{"self":"{events}',  # id
+        '/"}},',
+    )
 
     def render(self, records: list[int], origin: str) -> bytes:
         """A page of events written straight as JSON text, as the request extraction makes most: building
@@ -483,13 +495,14 @@ class Events(Collection):
         profile_ids = map(self.store.profiles.view.ident, map(ev.profile.__getitem__, records))
         columns = zip(map(view.ident, records), map(str, stamps), properties, map(iso, stamps),
                       map(view.uuid, records, stamps), metric_ids, profile_ids, strict=True)
-        p0, p1, p2, p3, p4, p5, p6, p7, p8 = self._PIECES
-        p7 = p7.replace("{origin}", origin)
+        p0, p1, p2, p3, p4, p5, m0, m1, m2, r0, r1, r2, end = (
+            piece.replace("{events}", f"{origin}/api/events/") for piece in self._PIECES)
         out = ["["]
         add = out.extend
         for ident, ts, props, dt, uuid, metric, profile in columns:
-            add((p0, ident, p1, ts, p2, props, p3, dt, p4, uuid, p5, metric, p6, profile, p7, ident, p8))
-        out[-1] = p8[:-1] + "]"  # the last record closes the array instead of asking for another
+            add((p0, ident, p1, ts, p2, props, p3, dt, p4, uuid, p5, metric, m0, ident, m1, ident, m2, profile,
+                 r0, ident, r1, ident, r2, ident, end))
+        out[-1] = end[:-1] + "]"  # the last record closes the array instead of asking for another
         return "".join(out).encode()
 
     def added(self, items: list[int]) -> None:
@@ -1067,19 +1080,25 @@ class Store:
         field = coll.canonical(field)
         key, probe = coll.sort_key(field)
         fingerprint = _fingerprint(q)
-        after = self._decode_cursor(q.cursor, fingerprint) if q.cursor else None
+        after, backwards = self._decode_cursor(q.cursor, fingerprint) if q.cursor else (None, False)
         size = None if q.endpoint in _UNPAGED else q.page_size or METRICS_PAGE
-        records = self._ordered(coll, [*q.conds, *implicit], field, desc, key, probe, after)
+        # a previous page is read walking the other way from its cursor, then put back in order
+        records = self._ordered(coll, [*q.conds, *implicit], field, desc != backwards, key, probe, after)
         picked = list(itertools.islice(records, size + 1)) if size else list(records)
-        cursor = None
-        if size and len(picked) > size:
-            picked = picked[:size]
-            cursor = self._encode_cursor(fingerprint, key(picked[-1]))
+        more = size is not None and len(picked) > size
+        picked = picked[:size] if more else picked
+        if backwards:
+            picked.reverse()
+        next_cursor = prev_cursor = None
+        if picked and (more or backwards):
+            next_cursor = self._encode_cursor(fingerprint, key(picked[-1]))
+        if picked and (more if backwards else after is not None):
+            prev_cursor = self._encode_cursor(fingerprint, key(picked[0]), backwards=True)
         trees = {rtype: _field_tree(names) for rtype, names in q.fields.items()}
         rendered = None if coll.rtype in trees else coll.render(picked, q.origin)
         data = rendered if rendered is not None else [self._resource(coll, i, q, trees) for i in picked]
         seen = {(coll.rtype, coll.ident(i)) for i in picked} if q.include else set()
-        return Page(data, self._included(coll, picked, q, trees, seen), cursor)
+        return Page(data, self._included(coll, picked, q, trees, seen), next_cursor, prev_cursor)
 
     def _ordered(self, coll: Collection, conds: list[Cond], field: str, desc: bool, key: Key,
                  probe: Callable[[Any], tuple[Any, ...]], after: tuple[Any, ...] | None) -> Iterator[int]:
@@ -1147,11 +1166,11 @@ class Store:
         return (i for i in records if all(test(i) for test in tests))
 
     def _resource(self, coll: Collection, i: int, q: Query, trees: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """One JSON:API resource object; `links.self` starts with the query's origin.
+        """One JSON:API resource object; its links start with the query's origin.
 
-        Relationships carry `data` only: their optional `links` would double the objects built per
-        event for something no extractor reads. An empty to-one relationship is left out, because the
-        spec types its `data` as a non-null object.
+        Every relationship carries Klaviyo's `links` (`self`: .../relationships/<name>/, `related`:
+        .../<name>/); an empty to-one relationship has no `data`, because the spec types `data` as a
+        non-null object.
         """
         ident = coll.ident(i)
         attrs = coll.attributes(i, q.additional_fields.get(coll.rtype, ()))
@@ -1159,9 +1178,15 @@ class Store:
         if tree is not None:
             attrs = _trim(attrs, tree)
         resource: dict[str, Any] = {"type": coll.rtype, "id": ident, "attributes": attrs}
+        own = f"{q.origin}/api/{coll.path}/{ident}/"
         if coll.rels:
-            resource["relationships"] = coll.relationships(i)
-        resource["links"] = {"self": f"{q.origin}/api/{coll.path}/{ident}/"}
+            rels = coll.relationships(i)
+            resource["relationships"] = {
+                name: {**rels.get(name, {}),
+                       "links": {"self": f"{own}relationships/{name}/", "related": f"{own}{name}/"}}
+                for name in coll.rels
+            }
+        resource["links"] = {"self": own}
         return resource
 
     def _included(self, coll: Collection, records: list[int], q: Query, trees: dict[str, dict[str, Any]],
@@ -1181,12 +1206,13 @@ class Store:
                         out.append(self._resource(target, j, q, trees))
         return out
 
-    def _encode_cursor(self, fingerprint: str, key: tuple[Any, ...]) -> str:
-        payload = json.dumps([fingerprint, list(key)], separators=(",", ":")).encode()
+    def _encode_cursor(self, fingerprint: str, key: tuple[Any, ...], backwards: bool = False) -> str:
+        """Where a page starts: after `key` (next pages) or before it (`backwards`, previous pages)."""
+        payload = json.dumps([fingerprint, list(key), backwards], separators=(",", ":")).encode()
         mac = hmac.new(self._secret, payload, hashlib.blake2s).digest()[:8]
         return base64.urlsafe_b64encode(mac + payload).rstrip(b"=").decode()
 
-    def _decode_cursor(self, cursor: str, fingerprint: str) -> tuple[Any, ...]:
+    def _decode_cursor(self, cursor: str, fingerprint: str) -> tuple[tuple[Any, ...], bool]:
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (binascii.Error, ValueError):
@@ -1194,11 +1220,11 @@ class Store:
         mac, payload = raw[:8], raw[8:]
         if len(raw) <= 8 or not hmac.compare_digest(mac, hmac.new(self._secret, payload, hashlib.blake2s).digest()[:8]):
             raise StoreError(400, "invalid", "The page cursor is invalid.", "page[cursor]")
-        issued_for, key = json.loads(payload)
+        issued_for, key, backwards = json.loads(payload)
         if issued_for != fingerprint:
             raise StoreError(400, "invalid", "The page cursor was issued for a different filter or sort.",
                              "page[cursor]")
-        return tuple(key)
+        return tuple(key), backwards
 
     # -- mutations ------------------------------------------------------------------------------
     def mutate(self, op: str, **kwargs: Any) -> dict[str, Any]:

@@ -164,13 +164,3 @@ def assert_cursors_moved_by(before: dict[tuple[str, str], datetime], after: dict
     for key, instant in after.items():
         assert instant <= ran_until, f"{key} skipped ahead to {instant} (run ended {ran_until})"
         assert key not in before or instant >= before[key], f"{key} went back from {before[key]} to {instant}"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked slow (the 1M-event backfill) run only when asked for: `pytest -m slow`."""
-    if "slow" in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason="slow: run with -m slow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
