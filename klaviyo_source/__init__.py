@@ -21,7 +21,7 @@ import dlt
 from dlt.extract.resource import DltResource
 
 from klaviyo_source.client import KlaviyoClient
-from klaviyo_source.endpoints import BY_TABLE, INCLUDED_TABLES
+from klaviyo_source.endpoints import BY_TABLE, INCLUDED_TABLES, NEWEST_REVISION, OLDEST_REVISION
 from klaviyo_source.errors import ConfigurationError, KlaviyoAPIError, KlaviyoSourceError
 from klaviyo_source.rate_limit import GovernorRegistry
 from klaviyo_source.resources import RunContext, build_resources
@@ -106,6 +106,11 @@ def klaviyo_source(
     _check_base_url(base_url)
     if not _REVISION.match(revision or ""):
         raise ConfigurationError(f"revision {revision!r} is not a Klaviyo revision like {DEFAULT_REVISION!r}.")
+    if not OLDEST_REVISION <= revision <= NEWEST_REVISION or "." in revision:
+        raise ConfigurationError(
+            f"revision {revision} has not been tested with this source: use one from {OLDEST_REVISION} to "
+            f"{NEWEST_REVISION} (default {DEFAULT_REVISION}, no beta '.pre' revisions)."
+        )
     if not 0 < rate_share <= 1:
         raise ConfigurationError(f"rate_share must be in (0, 1], got {rate_share}.")
     if not 1 <= int(concurrency) <= 64:
@@ -125,6 +130,7 @@ def klaviyo_source(
         predictive_analytics=predictive_analytics,
         skip_forbidden=skip_forbidden,
         members_full_refresh=members_full_refresh,
+        revision=revision,
     )
     return build_resources(ctx, tables)
 

@@ -3,7 +3,8 @@
 Klaviyo's endpoints differ only in data (path, key, cursor, page cap, rate tier, parent), so each is
 described once here and `resources.py` turns rows into dlt resources. Adding an endpoint is adding a
 row (and a test). Page caps, tiers and scopes are those of the pinned revision (2026-07-15); a unit test
-checks them against Klaviyo's OpenAPI spec.
+checks them against Klaviyo's OpenAPI spec. Where a query parameter came later than the oldest revision the
+source supports, the row says from which revision it exists (`since`), and older revisions go without it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ M = Tier(10, 150)
 L = Tier(75, 750)
 XL = Tier(350, 3500)
 
+# The revisions the source is tested against, end to end (tests/integration/test_revisions.py): from the oldest
+# whose differences API-NOTES §6 records to the pinned one. 2026-10-15 reshapes campaigns and is not yet supported.
+OLDEST_REVISION = "2026-01-15"
+NEWEST_REVISION = "2026-07-15"
+PAGE_SIZE_SINCE_2026_04 = {"page[size]": "2026-04-15"}  # lists, segments, templates, campaigns, catalog, coupons, tags
+
 
 class Mode(str, Enum):
     """How a table stays current."""
@@ -51,6 +58,8 @@ class Endpoint:
     partitions: one query (and one cursor) per value of `partition_filter`, e.g. campaign channels.
     included: JSON:API `included` resource type -> table it is loaded into (with its parent's id).
     json_columns: free-form objects kept as one JSON column instead of many columns or child tables.
+    since: query parameter -> the first revision that has it; with an older revision it is not sent (without
+        `page[size]`, Klaviyo answers pages of the endpoint's default size).
     """
 
     table: str
@@ -73,6 +82,11 @@ class Endpoint:
     json_columns: tuple[str, ...] = ()
     text_columns: tuple[str, ...] = ()  # often-null attributes, typed up front so the column always exists
     membership: bool = False  # rows are (parent_key, profile_id, joined_group_at), not whole resources
+    since: dict[str, str] = field(default_factory=dict)
+
+    def sends(self, parameter: str, revision: str) -> bool:
+        """Whether `parameter` exists at `revision` (a date, maybe with a suffix; dates compare as text)."""
+        return revision[:10] >= self.since.get(parameter, "")
 
     @property
     def write_disposition(self) -> Literal["merge", "replace"]:
@@ -86,15 +100,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("accounts", "/accounts", ("accounts:read",), XS, None, json_columns=("contact_information",)),
     Endpoint(
         "events", "/events", ("events:read",), XL, 1000, Mode.WINDOW, cursor="datetime",
-        overlap=timedelta(hours=24), json_columns=("event_properties",),
+        overlap=timedelta(hours=24), json_columns=("event_properties",), since={"page[size]": "2026-01-15"},
     ),
     Endpoint(
         "profiles", "/profiles", ("profiles:read",), L, 100, Mode.WINDOW, cursor="updated",
         strict_lower=True, params={"additional-fields[profile]": "subscriptions"}, json_columns=PROFILE_JSON,
     ),
     Endpoint("metrics", "/metrics", ("metrics:read",), M, None, json_columns=("integration",)),
-    Endpoint("lists", "/lists", ("lists:read",), L, 10),
-    Endpoint("segments", "/segments", ("segments:read",), L, 10, json_columns=("definition",)),
+    Endpoint("lists", "/lists", ("lists:read",), L, 10, since=PAGE_SIZE_SINCE_2026_04),
+    Endpoint("segments", "/segments", ("segments:read",), L, 10, json_columns=("definition",),
+             since=PAGE_SIZE_SINCE_2026_04),
     Endpoint(
         "list_members", "/lists/{id}/profiles", ("lists:read", "profiles:read"), L, 100, Mode.WINDOW,
         primary_key=("list_id", "profile_id"), cursor="joined_group_at", parent="lists",
@@ -110,7 +125,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "campaigns", "/campaigns", ("campaigns:read",), M, 100, Mode.WINDOW, cursor="updated_at",
         partition_filter="equals(messages.channel,'{}')", partitions=CAMPAIGN_CHANNELS,
         params={"include": "campaign-messages"}, included={"campaign-message": "campaign_messages"},
-        json_columns=("audiences", "send_options", "tracking_options", "send_strategy"),
+        json_columns=("audiences", "send_options", "tracking_options", "send_strategy"), since=PAGE_SIZE_SINCE_2026_04,
     ),
     Endpoint(
         "flows", "/flows", ("flows:read",), S, 50, Mode.WINDOW, cursor="updated",
@@ -125,22 +140,23 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "templates", "/templates", ("templates:read",), L, 10, Mode.WINDOW, cursor="updated",
-        text_columns=("text", "amp"),
+        text_columns=("text", "amp"), since=PAGE_SIZE_SINCE_2026_04,
     ),
-    Endpoint("tags", "/tags", ("tags:read",), S, 50),
+    Endpoint("tags", "/tags", ("tags:read",), S, 50, since=PAGE_SIZE_SINCE_2026_04),
     Endpoint(
         "catalog_items", "/catalog-items", ("catalogs:read",), XL, 100,
-        json_columns=("images", "custom_metadata"),
+        json_columns=("images", "custom_metadata"), since=PAGE_SIZE_SINCE_2026_04,
     ),
     Endpoint(
         "catalog_variants", "/catalog-variants", ("catalogs:read",), XL, 100,
-        json_columns=("images", "custom_metadata"),
+        json_columns=("images", "custom_metadata"), since=PAGE_SIZE_SINCE_2026_04,
     ),
-    Endpoint("catalog_categories", "/catalog-categories", ("catalogs:read",), XL, 100),
-    Endpoint("coupons", "/coupons", ("coupons:read",), L, 100, json_columns=("monitor_configuration",)),
+    Endpoint("catalog_categories", "/catalog-categories", ("catalogs:read",), XL, 100, since=PAGE_SIZE_SINCE_2026_04),
+    Endpoint("coupons", "/coupons", ("coupons:read",), L, 100, json_columns=("monitor_configuration",),
+             since=PAGE_SIZE_SINCE_2026_04),
     Endpoint(
         "coupon_codes", "/coupon-codes", ("coupon-codes:read",), XL, 100, parent="coupons",
-        parent_key="coupon_id", parent_filter='any(coupon.id,["{}"])',
+        parent_key="coupon_id", parent_filter='any(coupon.id,["{}"])', since=PAGE_SIZE_SINCE_2026_04,
     ),
 )
 

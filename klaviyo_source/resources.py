@@ -51,6 +51,7 @@ class RunContext:
     predictive_analytics: bool
     skip_forbidden: bool
     members_full_refresh: bool
+    revision: str  # the revision header sent; parameters an endpoint lacks at it are left out
 
     def overlap(self, endpoint: Endpoint) -> timedelta:
         return self.overlaps.get(endpoint.table, endpoint.overlap)
@@ -95,7 +96,7 @@ class EndpointReader:
             tier, key = PREDICTIVE_TIER, f"{endpoint.path}#predictive_analytics"
         if endpoint.page_size:
             params["page[size]"] = str(endpoint.page_size)
-        self.params = params
+        self.params = {name: value for name, value in params.items() if endpoint.sends(name, ctx.revision)}
         self.governor: Governor = ctx.governors.get(key, tier)
         self.progress = Progress(endpoint.table, self.governor)
         self.check = PageCheck(endpoint)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from klaviyo_source.sandbox.model import Cond
@@ -209,22 +209,22 @@ def parse_datetime(text: str) -> datetime:
         raise FilterError(f"Invalid filter provided: '{text}' is not a valid datetime.") from None
 
 
-def local_datetime(text: str) -> datetime:
-    """A Klaviyo datetime as written: aware, in its own offset (UTC when it has none)."""
+def local_datetime(text: str, naive: tzinfo = timezone.utc) -> datetime:
+    """A Klaviyo datetime as written: aware, in its own offset (in `naive` when it has none)."""
     m = _DATETIME.fullmatch(text)
     if not m:
         raise FilterError(f"Invalid filter provided: '{text}' is not a valid datetime.")
     year, month, day, hour, minute, second, fraction, offset = m.groups()
     try:
         return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
-                        int((fraction or "0")[:6].ljust(6, "0")), tzinfo=_zone(offset))
+                        int((fraction or "0")[:6].ljust(6, "0")), tzinfo=naive if offset is None else _zone(offset))
     except ValueError:
         raise FilterError(f"Invalid filter provided: '{text}' is not a valid datetime.") from None
 
 
-def _zone(offset: str | None) -> timezone:
+def _zone(offset: str) -> timezone:
     """`Z`, `+HH:MM` or `+HHMM` (hours up to 23, minutes up to 59); ValueError otherwise."""
-    if offset is None or offset == "Z":
+    if offset == "Z":
         return timezone.utc
     digits = offset[1:].replace(":", "")
     hours, minutes = int(digits[:2]), int(digits[2:])

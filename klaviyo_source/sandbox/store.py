@@ -1572,9 +1572,9 @@ class Store:
                 raise StoreError(400, "invalid", f"Unknown timeframe key {timeframe['key']!r}.", "timeframe")
             return int(span[0].timestamp()), int(span[1].timestamp())
         try:
-            start, end = (datetime.fromisoformat(str(timeframe[k]).replace("Z", "+00:00")).replace(tzinfo=tz)
+            start, end = (filters.local_datetime(str(timeframe[k]).strip()).replace(tzinfo=tz)
                           for k in ("start", "end"))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:  # FilterError is a ValueError
             raise StoreError(400, "invalid", "timeframe needs a key or a start and an end.", "timeframe") from exc
         if end <= start or end - start > timedelta(days=366):
             raise StoreError(400, "invalid", "timeframe must end after it starts and span at most a year.",

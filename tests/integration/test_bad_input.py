@@ -14,6 +14,7 @@ import duckdb
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+import klaviyo_source as klaviyo_module
 from klaviyo_source import TABLES, ConfigurationError, klaviyo_source
 from klaviyo_source.endpoints import ENDPOINTS
 from klaviyo_source.errors import AuthenticationError, MissingScopeError, RevisionError
@@ -121,12 +122,17 @@ def test_skip_forbidden_loads_every_other_table(loader: Loader, sandbox: Sandbox
         ({"resources": ["events", "orders"]}, ["--resources", "events,orders"],
          "Unknown resource(s) orders; choose from: accounts, events"),
         ({"revision": "latest"}, None, "revision 'latest' is not a Klaviyo revision like '2026-07-15'"),
+        ({"revision": "2026-10-15"}, None,
+         "revision 2026-10-15 has not been tested with this source: use one from 2026-01-15 to 2026-07-15"),
+        ({"revision": "2024-10-15"}, None, "revision 2024-10-15 has not been tested with this source"),
+        ({"revision": "2026-07-15.pre"}, None, "no beta '.pre' revisions"),
         ({"base_url": "http://a.klaviyo.com/api"}, None,
          "base_url 'http://a.klaviyo.com/api' must be an https:// URL (plain http:// only for 127.0.0.1 or localhost)"),
         ({"base_url": "a.klaviyo.com"}, None, "must be an https:// URL"),
         ({"api_key": " pk_with_spaces "}, None, "api_key is empty or has surrounding spaces"),
     ],
-    ids=["start-date", "end-date", "start-in-future", "unknown-resource", "revision-format", "http-url",
+    ids=["start-date", "end-date", "start-in-future", "unknown-resource", "revision-format", "revision-newer",
+         "revision-older", "revision-beta", "http-url",
          "no-scheme", "key-spaces"],
 )
 def test_bad_arguments_fail_before_any_request(
@@ -145,7 +151,9 @@ def test_bad_arguments_fail_before_any_request(
     assert_nothing_written(loader)
 
 
-def test_revision_klaviyo_rejects(loader: Loader) -> None:
+def test_revision_klaviyo_rejects(loader: Loader, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should Klaviyo refuse a revision the source accepts (one retired early), the run fails with its detail."""
+    monkeypatch.setattr(klaviyo_module, "NEWEST_REVISION", "2099-12-31")
     error = failed_run(loader, revision="2099-01-01")
     assert isinstance(error, RevisionError)
     assert ": HTTP 400 [invalid]: Revision '2099-01-01' is not a valid revision." in str(error)

@@ -204,9 +204,12 @@ def requests_(draw: st.DrawFn) -> tuple[str, dict[str, str], dict[str, str]]:
 def parents(sandbox: Sandbox, client: Any) -> dict[str, str]:
     """A real parent id per nested template, so nested requests reach the store too."""
     flow = client.get("/flows").json()["data"][0]["id"]
+    list_id, segment = client.get("/lists").json()["data"][0]["id"], client.get("/segments").json()["data"][0]["id"]
     return {
-        "/lists/{id}/profiles": client.get("/lists").json()["data"][0]["id"],
-        "/segments/{id}/profiles": client.get("/segments").json()["data"][0]["id"],
+        "/lists/{id}": list_id,
+        "/lists/{id}/profiles": list_id,
+        "/segments/{id}": segment,
+        "/segments/{id}/profiles": segment,
         "/campaigns/{id}/campaign-messages": client.get(
             "/campaigns", {"filter": "equals(messages.channel,'email')"}).json()["data"][0]["id"],
         "/flows/{id}/flow-actions": flow,
@@ -225,7 +228,9 @@ def check(sandbox: Sandbox, parents: dict[str, str], request: tuple[str, dict[st
     response = requests.get(sandbox.base_url + path, params=params, headers=sent, timeout=30)
     assert response.status_code in EXPECTED, (response.status_code, path, params, headers, response.text[:300])
     doc = response.json()
-    if response.status_code == 200:
+    if response.status_code == 200 and isinstance(doc["data"], dict):  # a detail endpoint: one resource
+        assert doc["data"]["id"] and set(doc["links"]) == {"self"}
+    elif response.status_code == 200:
         assert isinstance(doc["data"], list) and set(doc["links"]) >= {"self", "next", "prev"}
     else:
         error = doc["errors"][0]

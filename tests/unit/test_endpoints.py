@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from klaviyo_source.endpoints import ENDPOINTS, PREDICTIVE_TIER, Endpoint, Mode
+from klaviyo_source.endpoints import ENDPOINTS, NEWEST_REVISION, OLDEST_REVISION, PREDICTIVE_TIER, Endpoint, Mode
 from tests.spec import load_spec
 
 
@@ -84,3 +84,19 @@ def test_fixed_filters_use_allowed_fields(endpoint: Endpoint) -> None:
             op, field, value = re.match(r"([a-z-]+)\(([^,]+),(.*)\)$", template).groups()  # type: ignore[union-attr]
             shape = "list" if value.startswith("[") else "single"
             assert op in filters[field]["operators"].get(shape, ()), (template, shape)
+
+
+def test_parameters_the_oldest_supported_revision_lacks_agree_with_the_sandbox() -> None:
+    """`since` says what the sandbox's revision table (API-NOTES §6) says, for every parameter the source sends."""
+    from klaviyo_source.sandbox import revisions
+
+    for endpoint in ENDPOINTS:
+        for name in ("page[size]",):
+            facts = [f for f in revisions.FACTS if endpoint.path in f.endpoints and f.parameter == name]
+            expected = facts[0].revision.isoformat() if facts else ""
+            assert endpoint.since.get(name, "") == expected, endpoint.table
+    events = next(e for e in ENDPOINTS if e.table == "events")
+    lists = next(e for e in ENDPOINTS if e.table == "lists")
+    assert events.sends("page[size]", OLDEST_REVISION) and not lists.sends("page[size]", OLDEST_REVISION)
+    assert lists.sends("page[size]", "2026-04-15") and lists.sends("page[size]", NEWEST_REVISION)
+    assert lists.sends("sort", OLDEST_REVISION) and lists.sends("page[size]", "2026-04-15.pre")
