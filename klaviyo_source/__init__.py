@@ -25,7 +25,7 @@ from klaviyo_source.endpoints import BY_TABLE, INCLUDED_TABLES, NEWEST_REVISION,
 from klaviyo_source.errors import ConfigurationError, KlaviyoAPIError, KlaviyoSourceError
 from klaviyo_source.rate_limit import GovernorRegistry
 from klaviyo_source.resources import RunContext, build_resources
-from klaviyo_source.rows import ARROW_SHAPES
+from klaviyo_source.rows import SHAPES
 from klaviyo_source.windows import parse_instant
 
 __all__ = [
@@ -45,7 +45,7 @@ class _ArrowJsonHintNotice(logging.Filter):
     warning would only repeat itself on every run; other resources' warnings pass.
     """
 
-    _ours = tuple(f"In resource: {table}," for table in ARROW_SHAPES)
+    _ours = tuple(f"In resource: {table}," for table in SHAPES)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -77,6 +77,7 @@ def klaviyo_source(
     rate_share: float = 1.0,
     skip_forbidden: bool = False,
     until: str | datetime | None = None,
+    strict: bool = False,
 ) -> list[DltResource]:
     """Every Klaviyo table, or those named in `resources`.
 
@@ -90,6 +91,8 @@ def klaviyo_source(
         this source may use (the rest stays for the account's other integrations).
     skip_forbidden: a table the key has no scope for is skipped with a warning instead of failing the run.
     until: cursors advance only up to this instant (chunked backfills); default: the run's start.
+    strict: a record that does not fit its table (sent the same way twice) fails the run, loading nothing;
+        by default it is set aside in table `set_aside_records` and the rest of its page loads.
     """
     now = datetime.now(timezone.utc).replace(microsecond=0)
     start = _instant("start_date", start_date)
@@ -131,6 +134,7 @@ def klaviyo_source(
         skip_forbidden=skip_forbidden,
         members_full_refresh=members_full_refresh,
         revision=revision,
+        strict=strict,
     )
     return build_resources(ctx, tables)
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import orjson
@@ -29,8 +29,8 @@ from klaviyo_source.errors import (
     RevisionError,
 )
 from klaviyo_source.rate_limit import Governor
-from klaviyo_source.rows import OBJECT
-from klaviyo_source.validate import InvalidPage
+from klaviyo_source.rows import OBJECT, parse_lazy
+from klaviyo_source.validate import CheckedPage, InvalidPage
 
 log = logging.getLogger("klaviyo_source")
 
@@ -44,10 +44,18 @@ TRANSIENT = (
     requests.exceptions.ContentDecodingError,
 )
 
-Document = Any  # a JSON:API document: a dict (orjson.loads) or a simdjson.Object (rows.parse_lazy)
-PageCheck = Callable[[Document], None]
+Document = Any  # a JSON:API document: a simdjson.Object (rows.parse_lazy), or dicts
+# Turns a document into checked tables; raises InvalidPage for a page that is not a list of records.
+PageCheck = Callable[[Document], CheckedPage]
 # Parses a body; raises ValueError if it is not JSON (orjson's and pysimdjson's errors both are).
 Decode = Callable[[bytes], Any]
+
+
+class Page(NamedTuple):
+    """One answer: the document as parsed, and its tables and misfits when the request had a check."""
+
+    document: Document
+    checked: CheckedPage | None
 
 
 @dataclass(frozen=True)
@@ -109,19 +117,19 @@ class KlaviyoClient:
         governor: Governor,
         label: str,
         check: PageCheck | None = None,
-        decode: Decode = orjson.loads,
-    ) -> Iterator[Document]:
-        """Yields every JSON:API document of a collection, following `links.next` to its end.
+        decode: Decode | None = None,
+    ) -> Iterator[Page]:
+        """Yields every page of a collection, following `links.next` to its end.
 
-        `check` raises InvalidPage for a page that must not be loaded; the page is then requested again.
-        `decode` parses a body: orjson's dicts, or rows.parse_lazy for pages that become Arrow tables.
+        `check` turns a document into tables; a page with misfits is requested again (see `get`).
+        `decode` parses a body (default rows.parse_lazy: lazily, or exactly where that cannot be lazy).
         """
         url: str | None = self.base_url + path
         query: Mapping[str, str] | None = params
         while url:
-            document = self.get(url, query, governor, label, check, decode)
-            yield document
-            url = (document.get("links") or {}).get("next")
+            page = self.get(url, query, governor, label, check, decode)
+            yield page
+            url = (page.document.get("links") or {}).get("next")
             query = None  # links.next already carries the original query
             if url and urlsplit(url).netloc != self._host:
                 # Following it would send the key to another host.
@@ -134,10 +142,17 @@ class KlaviyoClient:
         governor: Governor,
         label: str,
         check: PageCheck | None = None,
-        decode: Decode = orjson.loads,
-    ) -> Document:
-        """One document, retried as Klaviyo's guidance says; raises KlaviyoAPIError with Klaviyo's detail."""
+        decode: Decode | None = None,
+    ) -> Page:
+        """One page, retried as Klaviyo's guidance says; raises KlaviyoAPIError with Klaviyo's detail.
+
+        A page whose records do not all fit is asked for once more: a glitch usually clears. An answer that
+        fails the same check twice will not change for retrying, so it is returned with its misfits (the
+        caller sets them aside, or fails in strict mode) instead of being retried for another minute.
+        """
         attempt = throttles = 0
+        failed: tuple[Any, ...] | None = None
+        decode = decode or parse_lazy
         while True:
             governor.acquire()
             try:
@@ -175,14 +190,19 @@ class KlaviyoClient:
             if not isinstance(document, OBJECT) or "data" not in document:
                 attempt = self._backoff(attempt, label, "body is not a JSON:API document", status)
                 continue
+            checked = None
             if check is not None:
                 try:
-                    check(document)
+                    checked = check(document)
                 except InvalidPage as exc:
                     attempt = self._backoff(attempt, label, str(exc), status, InvalidRecordError)
                     continue
+                if checked.misfits and checked.signature() != failed and attempt + 1 < self.retry.attempts:
+                    failed = checked.signature()
+                    attempt = self._backoff(attempt, label, checked.describe(), status, InvalidRecordError)
+                    continue
             governor.observe(response.headers)
-            return document
+            return Page(document, checked)
 
     def _backoff(
         self,

@@ -57,7 +57,7 @@ class Endpoint:
     parent: the table whose rows fill `{id}` (or `parent_filter`); parent_key names their column here.
     partitions: one query (and one cursor) per value of `partition_filter`, e.g. campaign channels.
     included: JSON:API `included` resource type -> table it is loaded into (with its parent's id).
-    json_columns: free-form objects kept as one JSON column instead of many columns or child tables.
+    Columns and their types are not here: they are declared per table in column_types.json, from the spec.
     since: query parameter -> the first revision that has it; with an older revision it is not sent (without
         `page[size]`, Klaviyo answers pages of the endpoint's default size).
     """
@@ -79,8 +79,6 @@ class Endpoint:
     partitions: tuple[str, ...] = ()
     params: dict[str, str] = field(default_factory=dict)
     included: dict[str, str] = field(default_factory=dict)
-    json_columns: tuple[str, ...] = ()
-    text_columns: tuple[str, ...] = ()  # often-null attributes, typed up front so the column always exists
     membership: bool = False  # rows are (parent_key, profile_id, joined_group_at), not whole resources
     since: dict[str, str] = field(default_factory=dict)
 
@@ -94,22 +92,20 @@ class Endpoint:
 
 
 CAMPAIGN_CHANNELS = ("email", "sms", "mobile_push")
-PROFILE_JSON = ("properties", "subscriptions", "predictive_analytics")
 
 ENDPOINTS: tuple[Endpoint, ...] = (
-    Endpoint("accounts", "/accounts", ("accounts:read",), XS, None, json_columns=("contact_information",)),
+    Endpoint("accounts", "/accounts", ("accounts:read",), XS, None),
     Endpoint(
         "events", "/events", ("events:read",), XL, 1000, Mode.WINDOW, cursor="datetime",
-        overlap=timedelta(hours=24), json_columns=("event_properties",), since={"page[size]": "2026-01-15"},
+        overlap=timedelta(hours=24), since={"page[size]": "2026-01-15"},
     ),
     Endpoint(
         "profiles", "/profiles", ("profiles:read",), L, 100, Mode.WINDOW, cursor="updated",
-        strict_lower=True, params={"additional-fields[profile]": "subscriptions"}, json_columns=PROFILE_JSON,
+        strict_lower=True, params={"additional-fields[profile]": "subscriptions"},
     ),
-    Endpoint("metrics", "/metrics", ("metrics:read",), M, None, json_columns=("integration",)),
+    Endpoint("metrics", "/metrics", ("metrics:read",), M, None),
     Endpoint("lists", "/lists", ("lists:read",), L, 10, since=PAGE_SIZE_SINCE_2026_04),
-    Endpoint("segments", "/segments", ("segments:read",), L, 10, json_columns=("definition",),
-             since=PAGE_SIZE_SINCE_2026_04),
+    Endpoint("segments", "/segments", ("segments:read",), L, 10, since=PAGE_SIZE_SINCE_2026_04),
     Endpoint(
         "list_members", "/lists/{id}/profiles", ("lists:read", "profiles:read"), L, 100, Mode.WINDOW,
         primary_key=("list_id", "profile_id"), cursor="joined_group_at", parent="lists",
@@ -125,43 +121,42 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "campaigns", "/campaigns", ("campaigns:read",), M, 100, Mode.WINDOW, cursor="updated_at",
         partition_filter="equals(messages.channel,'{}')", partitions=CAMPAIGN_CHANNELS,
         params={"include": "campaign-messages"}, included={"campaign-message": "campaign_messages"},
-        json_columns=("audiences", "send_options", "tracking_options", "send_strategy"), since=PAGE_SIZE_SINCE_2026_04,
+        since=PAGE_SIZE_SINCE_2026_04,
     ),
     Endpoint(
         "flows", "/flows", ("flows:read",), S, 50, Mode.WINDOW, cursor="updated",
     ),
     Endpoint(
         "flow_actions", "/flows/{id}/flow-actions", ("flows:read",), S, 50, Mode.CHILDREN,
-        parent="flows", parent_key="flow_id", json_columns=("definition",),
+        parent="flows", parent_key="flow_id",
     ),
     Endpoint(
         "flow_messages", "/flow-actions/{id}/flow-messages", ("flows:read",), S, 50, Mode.CHILDREN,
-        parent="flow_actions", parent_key="flow_action_id", json_columns=("definition",),
+        parent="flow_actions", parent_key="flow_action_id",
     ),
     Endpoint(
         "templates", "/templates", ("templates:read",), L, 10, Mode.WINDOW, cursor="updated",
-        text_columns=("text", "amp"), since=PAGE_SIZE_SINCE_2026_04,
+        since=PAGE_SIZE_SINCE_2026_04,
     ),
     Endpoint("tags", "/tags", ("tags:read",), S, 50, since=PAGE_SIZE_SINCE_2026_04),
     Endpoint(
         "catalog_items", "/catalog-items", ("catalogs:read",), XL, 100,
-        json_columns=("images", "custom_metadata"), since=PAGE_SIZE_SINCE_2026_04,
+        since=PAGE_SIZE_SINCE_2026_04,
     ),
     Endpoint(
         "catalog_variants", "/catalog-variants", ("catalogs:read",), XL, 100,
-        json_columns=("images", "custom_metadata"), since=PAGE_SIZE_SINCE_2026_04,
+        since=PAGE_SIZE_SINCE_2026_04,
     ),
     Endpoint("catalog_categories", "/catalog-categories", ("catalogs:read",), XL, 100, since=PAGE_SIZE_SINCE_2026_04),
-    Endpoint("coupons", "/coupons", ("coupons:read",), L, 100, json_columns=("monitor_configuration",),
-             since=PAGE_SIZE_SINCE_2026_04),
+    Endpoint("coupons", "/coupons", ("coupons:read",), L, 100, since=PAGE_SIZE_SINCE_2026_04),
     Endpoint(
         "coupon_codes", "/coupon-codes", ("coupon-codes:read",), XL, 100, parent="coupons",
         parent_key="coupon_id", parent_filter='any(coupon.id,["{}"])', since=PAGE_SIZE_SINCE_2026_04,
     ),
 )
 
-# Tables filled from another endpoint's `included` documents (see Endpoint.included): table -> JSON columns.
-INCLUDED_TABLES: dict[str, tuple[str, ...]] = {"campaign_messages": ("definition", "send_times")}
+# Tables filled from another endpoint's `included` documents (see Endpoint.included).
+INCLUDED_TABLES: tuple[str, ...] = ("campaign_messages",)
 
 BY_TABLE: dict[str, Endpoint] = {e.table: e for e in ENDPOINTS}
 

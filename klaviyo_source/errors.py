@@ -58,9 +58,10 @@ class RevisionError(KlaviyoAPIError):
 
 
 class InvalidRecordError(KlaviyoAPIError):
-    """A page kept holding a record that cannot be loaded (no id, a value of the wrong type)."""
+    """A page kept holding a record that cannot be loaded (no id, a value of the wrong type), in strict mode,
+    or an answer that was no list of records at all."""
 
     hint = (
-        "Nothing of this run was loaded and no cursor moved: run again later, or leave the table out "
-        "(resources=...) until Klaviyo fixes the record."
+        "Nothing of this run was loaded and no cursor moved: run again later, leave the table out "
+        "(resources=...), or run without strict so such records are set aside in table set_aside_records."
     )

@@ -13,24 +13,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import dlt
-import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from dlt.extract.resource import DltResource
 
-from klaviyo_source.client import Decode, Document, KlaviyoClient
+from klaviyo_source import set_aside
+from klaviyo_source.client import KlaviyoClient, Page
 from klaviyo_source.concurrency import Task, TaskPool
-from klaviyo_source.endpoints import ENDPOINTS, INCLUDED_TABLES, PREDICTIVE_TIER, Endpoint, Mode
-from klaviyo_source.errors import KlaviyoAPIError, MissingScopeError
+from klaviyo_source.endpoints import ENDPOINTS, PREDICTIVE_TIER, Endpoint, Mode
+from klaviyo_source.errors import InvalidRecordError, KlaviyoAPIError, MissingScopeError
 from klaviyo_source.rate_limit import Governor, GovernorRegistry
-from klaviyo_source.rows import ARROW_SHAPES, Resource, flat_rows, parse_lazy
-from klaviyo_source.validate import PageCheck
-from klaviyo_source.windows import SECOND, Window, cursor_value, estimate_pages, parse_instant
+from klaviyo_source.rows import SHAPES
+from klaviyo_source.validate import CheckedPage, PageCheck
+from klaviyo_source.windows import SECOND, Window, estimate_pages, parse_instant
 
 log = logging.getLogger("klaviyo_source")
 
@@ -52,6 +53,7 @@ class RunContext:
     skip_forbidden: bool
     members_full_refresh: bool
     revision: str  # the revision header sent; parameters an endpoint lacks at it are left out
+    strict: bool = False  # a record that does not fit fails the run instead of being set aside
 
     def overlap(self, endpoint: Endpoint) -> timedelta:
         return self.overlaps.get(endpoint.table, endpoint.overlap)
@@ -85,9 +87,6 @@ class EndpointReader:
     def __init__(self, endpoint: Endpoint, ctx: RunContext) -> None:
         self.ep = endpoint
         self.ctx = ctx
-        self.shape = ARROW_SHAPES.get(endpoint.table)
-        # Arrow pages are read field by field, so they skip building dicts; row pages are dicts for dlt.
-        self.decode: Decode = parse_lazy if self.shape is not None else orjson.loads
         params = dict(endpoint.params)
         tier = endpoint.tier
         key = endpoint.path
@@ -163,14 +162,18 @@ class EndpointReader:
             return self.ep.path.replace("{id}", parent_id), self.ep.path
         return self.ep.path, self.ep.path
 
-    def _pages(self, fixed_filter: str | None, parent_id: str | None, extra: dict[str, str]) -> Iterator[Document]:
+    def _pages(self, fixed_filter: str | None, parent_id: str | None, extra: dict[str, str]) -> Iterator[Page]:
         path, label = self._path_and_label(parent_id)
         params = {**self.params, **extra}
         filters = [f for f in (fixed_filter, extra.get("filter")) if f]
         if filters:
             params["filter"] = ",".join(filters)
+
+        def check(document: Any) -> CheckedPage:
+            return self.check(document, parent_id)
+
         try:
-            yield from self.ctx.client.pages(path, params, self.governor, label, self.check, self.decode)
+            yield from self.ctx.client.pages(path, params, self.governor, label, check)
         except KlaviyoAPIError as exc:
             if exc.status == 404 and parent_id is not None:
                 # The parent was deleted between listing it and reading below it: nothing to load.
@@ -180,8 +183,8 @@ class EndpointReader:
 
     def _chain_task(self, fixed_filter: str | None, parent_id: str | None) -> Task[Any]:
         def run(pool: TaskPool[Any]) -> Iterator[Any]:
-            for document in self._pages(fixed_filter, parent_id, {}):
-                yield from self._items(document["data"], document, parent_id)
+            for page in self._pages(fixed_filter, parent_id, {}):
+                yield from self._items(page, parent_id)
 
         return run
 
@@ -192,70 +195,64 @@ class EndpointReader:
         extra = {"filter": ",".join(window.filter(field, ep.strict_lower)), "sort": field}
 
         def run(pool: TaskPool[Any]) -> Iterator[Any]:
-            for document in self._pages(fixed_filter, parent_id, extra):
-                data = document["data"]
+            for page in self._pages(fixed_filter, parent_id, extra):
+                checked = page.checked
+                assert checked is not None
+                cursors = checked.table.column(field)
                 if ep.strict_lower:
-                    data = [r for r in data if window.contains(cursor_value(r, field))]
-                more = bool((document.get("links") or {}).get("next"))
-                if more and len(data) > 1 and pool.idle() > 0:
-                    first, last = cursor_value(data[0], field), cursor_value(data[-1], field)
-                    if first and last and first < last and window.hi - last >= 2 * SECOND:
+                    checked.table = checked.table.filter(_within(cursors, window.lo, window.hi))
+                    cursors = checked.table.column(field)
+                more = bool((page.document.get("links") or {}).get("next"))
+                if more and len(cursors) > 1 and pool.idle() > 0:
+                    first, last = cursors[0].as_py(), cursors[-1].as_py()
+                    if first < last and window.hi - last >= 2 * SECOND:
                         pages_left = estimate_pages(window, first, last)
                         if pages_left >= 2:
                             # Hand the rest of the window to idle workers. Rows at `last` may continue on
                             # the next page, so they are left to the new window that starts there.
-                            keep = [r for r in data if (cursor_value(r, field) or last) < last]
-                            yield from self._items(keep, document, parent_id)
+                            checked.table = checked.table.filter(_within(cursors, None, last))
+                            yield from self._items(page, parent_id)
                             rest = Window(last, window.hi)
                             for sub in rest.split(min(int(pages_left), pool.idle() + 1)):
                                 pool.submit(self._window_task(sub, fixed_filter, parent_id))
                             return
-                yield from self._items(data, document, parent_id)
+                yield from self._items(page, parent_id)
 
         return run
 
     # --- pages to items ----------------------------------------------------------------------------
 
-    def _items(self, data: Sequence[Resource], document: Document, parent_id: str | None) -> Iterator[Any]:
-        if not data:
-            return
-        self.progress.add(len(data))
-        extra = {self.ep.parent_key: parent_id} if (self.ep.parent_key and parent_id is not None) else None
-        if self.shape is not None:
-            yield self.shape.table_of(data, extra)
-        else:
-            yield flat_rows(data, extra)
-        if self.ep.included:
-            yield from self._included(data, document)
-
-    def _included(self, data: Sequence[Resource], document: Document) -> Iterator[Any]:
-        """Related resources sent along (campaign messages with campaigns), with their parent's id."""
-        by_key = {(r["type"], r["id"]): r for r in document.get("included") or ()}
-        rows: dict[str, list[dict]] = {}
-        for resource in data:
-            parent_column = f"{resource['type'].replace('-', '_')}_id"
-            for rel in (resource.get("relationships") or {}).values():
-                targets = rel.get("data") if isinstance(rel, dict) else None
-                if not isinstance(targets, list):
-                    continue
-                for target in targets:
-                    table = self.ep.included.get(target.get("type"))
-                    related = by_key.get((target.get("type"), target.get("id")))
-                    if table and related:
-                        rows.setdefault(table, []).extend(flat_rows([related], {parent_column: resource["id"]}))
-        for table, table_rows in rows.items():
-            yield dlt.mark.with_hints(table_rows, INCLUDED_HINTS[table], create_table_variant=True)
+    def _items(self, page: Page, parent_id: str | None) -> Iterator[Any]:
+        checked = page.checked
+        assert checked is not None
+        if checked.misfits:
+            label = self._path_and_label(parent_id)[1]
+            if self.ctx.strict:
+                raise InvalidRecordError(label, 200, f"{checked.describe()}; the same on two answers")
+            yield from set_aside.items(checked.misfits, label, parent_id)
+        if checked.table.num_rows:
+            self.progress.add(checked.table.num_rows)
+            yield checked.table
+        for table, rows in checked.included.items():
+            if rows.num_rows:
+                yield dlt.mark.with_table_name(rows, table)
 
 
-INCLUDED_HINTS = {
-    table: dlt.mark.make_hints(
-        table_name=table,
-        primary_key="id",
-        write_disposition="merge",
-        columns={name: {"data_type": "json"} for name in json_columns},
-    )
-    for table, json_columns in INCLUDED_TABLES.items()
-}
+def _within(cursors: pa.ChunkedArray, lo: datetime | None, hi: datetime) -> pa.Array:
+    """Which rows' cursors lie in [lo, hi)."""
+    below = pc.less(cursors, pa.scalar(hi, cursors.type))
+    return below if lo is None else pc.and_(pc.greater_equal(cursors, pa.scalar(lo, cursors.type)), below)
+
+
+def _add_table(resource: DltResource, table: str, columns: dict[str, Any], primary_key: str) -> None:
+    """A second table the resource fills (related records, records set aside), merged on its own key.
+
+    dlt starts a table variant from the resource's own hints: its columns are cleared first, or the
+    variant would carry every column of the resource's table, always null.
+    """
+    resource.apply_hints(table_name=table, columns={}, create_table_variant=True)
+    resource.apply_hints(table_name=table, columns=columns, primary_key=primary_key, write_disposition="merge",
+                         create_table_variant=True)
 
 
 def _parent_ids(items: Any) -> list[str]:
@@ -267,11 +264,7 @@ def _parent_ids(items: Any) -> list[str]:
 
 
 def _hints(endpoint: Endpoint, ctx: RunContext) -> dict[str, Any]:
-    columns: dict[str, dict[str, Any]] = {name: {"data_type": "json"} for name in endpoint.json_columns}
-    columns.update({name: {"data_type": "text"} for name in endpoint.text_columns})
-    shape = ARROW_SHAPES.get(endpoint.table)
-    if shape is not None:
-        columns.update(shape.hints())
+    columns = SHAPES[endpoint.table].hints()
     for key in endpoint.primary_key:
         columns.setdefault(key, {})["nullable"] = False
     # Merges always de-duplicate the staged rows: a load job replayed after a crash stages its rows twice.
@@ -303,5 +296,8 @@ def build_resources(ctx: RunContext, tables: Iterable[str]) -> list[DltResource]
                 yield from reader.read(_parent_ids(items))
 
             resource = dlt.transformer(child, data_from=made[endpoint.parent], parallelized=True, **hints)
+        for table in endpoint.included.values():
+            _add_table(resource, table, SHAPES[table].hints(), "id")
+        _add_table(resource, set_aside.TABLE, set_aside.COLUMNS, "key")
         made[endpoint.table] = resource
     return [resource for table, resource in made.items() if table in wanted]

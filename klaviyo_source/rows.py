@@ -1,38 +1,61 @@
-"""JSON:API resources -> table rows: `id`, attributes as columns, to-one relationships as `<name>_id`.
+"""JSON:API resources -> Arrow tables: `id`, attributes as columns, to-one relationships as `<name>_id`.
 
-Work is per page, not per item. Small tables become dicts (dlt types them, JSON hints keep free-form
-objects whole). The large tables (events, profiles, memberships) become Arrow tables with an explicit
-schema: dlt's item normalizer is the CPU ceiling of a big load, and Arrow pages skip it entirely.
+Every table's columns and types are declared up front in `column_types.json` (generated from Klaviyo's
+OpenAPI spec by `typegen.py`), so a column's type never depends on which value came first, and every table
+takes the same path: a page becomes one Arrow table with an explicit schema (dlt's row normalizer, the CPU
+ceiling of a big load, is skipped). Loose forms of a declared type convert (`coerce.py`); a record holding a
+value that still does not fit is left out of the table and reported as a `Misfit`, so the caller can set it
+aside whole while the rest of its page loads.
 
-Pages of the Arrow tables are parsed lazily with pysimdjson (`parse_lazy`): fields are read from the
-parsed tape as needed and JSON columns are copied out as minified text, so no dict is built for a free-form
-object only to be serialized again. Readers, page checks and window code accept both representations.
+Pages are parsed lazily with pysimdjson (`parse_lazy`): fields are read from the parsed tape as needed and
+JSON columns are copied out as text, so no dict is built for a free-form object only to be serialized again.
+A page pysimdjson cannot read exactly (integers beyond 64 bits) is parsed with every number kept as sent.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow as pa
 import simdjson
 
-from klaviyo_source.datetimes import UTC_TS, timestamps
+from klaviyo_source import coerce
+from klaviyo_source.coerce import DLT_TYPES, EXPECTED, LAZY, describe, json_text, plain
+from klaviyo_source.datetimes import UTC_TS
+from klaviyo_source.endpoints import BY_TABLE, Mode
 
 log = logging.getLogger("klaviyo_source")
 
-Resource = Mapping[str, Any]  # a dict (orjson) or a simdjson.Object (parse_lazy)
+__all__ = ["ARRAY", "LAZY", "OBJECT", "SHAPES", "UTC_TS", "ArrowShape", "Misfit", "parse_lazy", "plain"]
+
+Resource = Mapping[str, Any]  # a dict (exact parse) or a simdjson.Object (parse_lazy)
 OBJECT = (dict, simdjson.Object)
 ARRAY = (list, simdjson.Array)
-LAZY = (simdjson.Object, simdjson.Array)
+MISSING: Any = object()
 
 # Pages become Arrow on many worker threads. Arrow's default allocator (mimalloc) keeps freed memory in
 # per-thread heaps: measured +110 MB of resident memory after 100k events on 8 threads, none of it in use.
 # The system allocator hands it back, at no measurable cost in speed for these small, short-lived arrays.
 POOL = pa.system_memory_pool()
+pa.set_memory_pool(POOL)
+
+COLUMN_TYPES = json.loads(Path(__file__).with_name("column_types.json").read_text())
+
+
+def _int64_or_exact(text: str) -> int | Decimal:
+    value = int(text)
+    return value if coerce.INT64[0] <= value <= coerce.INT64[1] else Decimal(text)
+
+
+def parse_exact(body: bytes) -> Any:
+    """A page as dicts with every number as sent: integers of any size and decimals as Decimal."""
+    return json.loads(body, parse_float=Decimal, parse_int=_int64_or_exact)
 
 
 def parse_lazy(body: bytes) -> Any:
@@ -44,189 +67,219 @@ def parse_lazy(body: bytes) -> Any:
     try:
         return simdjson.Parser().parse(body)
     except (ValueError, RuntimeError):
-        # simdjson refuses integers beyond 64 bits (RuntimeError below int64), which orjson reads as floats:
-        # such a page is parsed to dicts instead, and a body that is not JSON is rejected by orjson.
-        return orjson.loads(body)
+        # pysimdjson refuses integers beyond 64 bits (RuntimeError below int64); such a page, or a body
+        # that is not JSON (then rejected with a ValueError), goes through the exact parser.
+        return parse_exact(body)
 
 
-def plain(value: Any) -> Any:
-    """A lazily parsed value as the dicts and lists orjson would have built; other values as they are."""
-    if isinstance(value, simdjson.Object):
-        return value.as_dict()
-    return value.as_list() if isinstance(value, simdjson.Array) else value
+def record_text(record: Any) -> str:
+    """A record as JSON text with the digits Klaviyo sent (for records set aside)."""
+    return (json_text(record) or b"null").decode()
 
 
-def flat_row(resource: Resource) -> dict[str, Any]:
-    """One resource as a row for dlt: id, attributes, and `<relationship>_id` for to-one relationships.
+@dataclass(frozen=True)
+class Misfit:
+    """A record left out of its table: where it is on the page, the first field that did not fit, and why."""
 
-    Rows are for pages parsed to dicts (the tables without an Arrow shape), never lazily parsed ones.
-    """
-    row: dict[str, Any] = {"id": resource.get("id")}
-    row.update(resource.get("attributes") or {})
-    for name, rel in (resource.get("relationships") or {}).items():
-        target = rel.get("data") if isinstance(rel, dict) else None
-        if isinstance(target, dict):
-            row[f"{name.replace('-', '_')}_id"] = target.get("id")
-    return row
+    index: int
+    record: Any
+    field: str
+    value: Any
+    reason: str  # e.g. "is str 'yesterday', expected an ISO 8601 datetime"
+    cursor: bool = False  # the field is the cursor of windowed reads
 
+    @property
+    def record_id(self) -> str | None:
+        ident = self.record.get("id") if isinstance(self.record, OBJECT) else None
+        return ident if isinstance(ident, str) and ident else None
 
-def flat_rows(data: Iterable[Resource], extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    if extra:
-        return [{**flat_row(r), **extra} for r in data]
-    return [flat_row(r) for r in data]
+    def describe(self) -> str:
+        named = f" (id {self.record_id})" if self.record_id else ""
+        what = f"{'cursor field' if self.cursor else 'field'} '{self.field}' " if self.field else ""
+        return f"record {self.index}{named} of the page: {what}{self.reason}"
 
-
-def _json(value: Any) -> str | bytes | None:
-    """JSON text (Arrow takes UTF-8 bytes as a string); a lazily parsed object is copied out minified."""
-    if value is None:
-        return None
-    return value.mini if isinstance(value, LAZY) else orjson.dumps(value)
+    def signature(self) -> tuple[int, str, str]:
+        return self.index, self.field, self.reason
 
 
-def _number(value: Any) -> float | None:
-    """Klaviyo sends latitude/longitude as numbers or as strings."""
-    try:
-        return None if value in (None, "") else float(value)
-    except (TypeError, ValueError):
-        return None
+def _reader(source: str) -> Callable[[Resource], Any]:
+    """How a column is read from a resource (its `source` in column_types.json)."""
+    parts = source.split(".")
+    if parts == ["id"]:
+        return lambda r: r["id"]
+    if parts[0] == "attributes" and len(parts) == 2:
+        name = parts[1]
+        return lambda r: r["attributes"].get(name)
+    if parts[0] == "attributes" and len(parts) == 3:
+        parent, name = parts[1], parts[2]
+
+        def nested(r: Resource) -> Any:
+            holder = r["attributes"].get(parent)
+            if holder is None:
+                return None
+            return holder.get(name) if isinstance(holder, OBJECT) else _NotAnObject(parent, holder)
+
+        return nested
+    if parts[0] == "relationships":
+        rel = parts[1]
+
+        def related(r: Resource) -> Any:
+            target = ((r.get("relationships") or {}).get(rel) or {}).get("data")
+            return target.get("id") if isinstance(target, OBJECT) else None
+
+        return related
+    raise ValueError(f"unknown column source {source!r}")
+
+
+@dataclass(frozen=True)
+class _NotAnObject:
+    """A flattened object (profiles' `location`) that came as something else."""
+
+    name: str
+    value: Any
 
 
 @dataclass(frozen=True)
 class Column:
-    """A column of an Arrow table: name, Arrow type, how to read it from a resource, and its dlt hint."""
-
     name: str
-    type: pa.DataType
-    read: Callable[[Resource], Any]
-    convert: Callable[[Any], Any] | None = None
-    dlt_type: str | None = None  # "json" for JSON text columns; others follow the Arrow type
-    key: bool = False  # part of the primary key: never null
+    kind: str  # string | integer | number | boolean | date-time | json
+    source: str  # id | attributes.<name>[.<name>] | relationships.<name> | parent
 
-
-STRING = pa.string()
-
-
-def attr(name: str, arrow_type: pa.DataType = STRING, convert: Callable[[Any], Any] | None = None) -> Column:
-    return Column(name, arrow_type, lambda r: r["attributes"].get(name), convert)
-
-
-def json_attr(name: str) -> Column:
-    return Column(name, pa.string(), lambda r: r["attributes"].get(name), _json, "json")
-
-
-def nested(
-    parent: str, name: str, arrow_type: pa.DataType = STRING, convert: Callable[[Any], Any] | None = None
-) -> Column:
-    return Column(f"{parent}__{name}", arrow_type, lambda r: (r["attributes"].get(parent) or {}).get(name), convert)
-
-
-def related(rel: str) -> Column:
-    def read(resource: Resource) -> Any:
-        target = ((resource.get("relationships") or {}).get(rel) or {}).get("data")
-        return target.get("id") if isinstance(target, OBJECT) else None
-
-    return Column(f"{rel.replace('-', '_')}_id", pa.string(), read)
-
-
-ID = Column("id", pa.string(), lambda r: r["id"], key=True)
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return coerce.ARROW_TYPES[self.kind]
 
 
 class ArrowShape:
-    """An explicit Arrow schema for a large table and the code that fills it from a page of resources."""
+    """A table's declared columns, and the code that turns a page of resources into an Arrow table."""
 
-    def __init__(self, table: str, columns: list[Column], known_attributes: Iterable[str]) -> None:
+    def __init__(self, table: str, columns: Iterable[Column], required: Iterable[str] = ()) -> None:
         self.table = table
-        self.columns = columns
-        self.schema = pa.schema(
-            [pa.field(c.name, c.type, nullable=not c.key) for c in columns]
-        )
-        self.known = frozenset(known_attributes)
+        self.columns = list(columns)
+        self.read = [(c, _reader(c.source)) for c in self.columns if c.source != "parent"]
+        self.key = self.columns[0].name  # id, or profile_id for memberships
+        self.required = {self.key, *required}  # never null: the key, and the cursor of windowed reads
+        self.schema = pa.schema([pa.field(c.name, c.arrow_type, nullable=c.name not in self.required)
+                                 for c in self.columns if c.source != "parent"])
+        self.known = frozenset(c.source.split(".")[1] for c in self.columns if c.source.startswith("attributes."))
         self._warned: set[str] = set()
 
     def hints(self) -> dict[str, dict[str, Any]]:
-        """dlt column hints: JSON text columns load as JSON, the key is not null."""
-        return {c.name: {"data_type": c.dlt_type} for c in self.columns if c.dlt_type}
+        """dlt column hints for every declared column, so each exists with its type from the first load."""
+        return {c.name: {"data_type": DLT_TYPES[c.kind], "nullable": c.name not in self.required}
+                for c in self.columns}
 
-    def table_of(self, data: Sequence[Resource], extra: dict[str, Any] | None = None) -> pa.Table:
-        self._check_attributes(data)
-        arrays = []
-        for column in self.columns:
-            values = [column.read(r) for r in data]
-            if column.convert is not None:
-                values = [column.convert(v) for v in values]
-            if column.type == UTC_TS:
-                arrays.append(timestamps(values))
-            else:
-                arrays.append(pa.array(values, column.type, memory_pool=POOL))
-        table = pa.Table.from_arrays(arrays, schema=self.schema)
-        for name, value in (extra or {}).items():
-            column = pa.array([value] * len(data), pa.string(), memory_pool=POOL)
-            table = table.append_column(pa.field(name, pa.string(), nullable=False), column)
+    def table_of(self, records: Sequence[Resource], extra: Mapping[str, Any] | None = None) -> pa.Table:
+        """The Arrow table of records that all fit (ValueError naming the first misfit otherwise)."""
+        table, misfits = self.convert(records, extra)
+        if misfits:
+            raise ValueError(misfits[0].describe())
         return table
 
-    def _check_attributes(self, data: Sequence[Resource]) -> None:
-        """An attribute Klaviyo added in a later revision is reported once, not silently dropped."""
-        if not data:
-            return
-        unknown = set(data[0].get("attributes") or ()) - self.known - self._warned
-        if unknown:
-            self._warned |= unknown
-            log.warning(
-                "%s: Klaviyo sent attribute(s) %s that this source does not load yet", self.table, sorted(unknown)
-            )
+    def convert(self, records: Sequence[Any], extra: Mapping[str, Any] | None = None,
+                needs_type: bool = False) -> tuple[pa.Table, list[Misfit]]:
+        """(the Arrow table of the records that fit, the records that do not, in page order).
+
+        `extra` adds columns: a value for every row (the parent's id) or a list with one value per record.
+        """
+        misfits: dict[int, Misfit] = {}
+        for index, record in enumerate(records):
+            misfit = self._structure(index, record, needs_type)
+            if misfit is not None:
+                misfits[index] = misfit
+        at = [i for i in range(len(records)) if i not in misfits]  # page index of each readable record
+        good = [records[i] for i in at] if misfits else records
+        arrays = []
+        for column, read in self.read:
+            try:
+                values = [read(r) for r in good]
+            except (AttributeError, KeyError, TypeError):
+                values = [self._read_one(read, r) for r in good]
+            array, unfit = coerce.column(column.kind, values)
+            if column.name in self.required and array.null_count > len(unfit):
+                nulls = array.is_null().to_pylist()
+                unfit = {**{j: values[j] for j, null in enumerate(nulls) if null}, **unfit}
+            for j in sorted(unfit):
+                if at[j] not in misfits:
+                    misfits[at[j]] = self._misfit(at[j], good[j], column, unfit[j])
+            arrays.append(array)
+        table = self._add_unknown(pa.Table.from_arrays(arrays, schema=self.schema), good)
+        if len(misfits) > len(records) - len(good):
+            table = table.filter(pa.array([i not in misfits for i in at], pa.bool_()))
+        kept = [i for i in at if i not in misfits]
+        for name, value in (extra or {}).items():
+            values = [value[i] for i in kept] if isinstance(value, list) else [value] * len(kept)
+            field = pa.field(name, pa.string(), nullable=False)
+            position = table.schema.get_field_index(name)
+            array = pa.array(values, pa.string())
+            table = table.set_column(position, field, array) if position >= 0 else table.append_column(field, array)
+        return table, [misfits[i] for i in sorted(misfits)]
+
+    # --- records that do not fit ------------------------------------------------------------------
+
+    def _structure(self, index: int, record: Any, needs_type: bool) -> Misfit | None:
+        """What makes a record unreadable as a resource: not an object, no string id, no attributes."""
+        if not isinstance(record, OBJECT):
+            return Misfit(index, record, "", record, f"is {describe(record)}, expected an object")
+        for field, expected in (("id", "a string"), ("type", "a string"), ("attributes", "an object")):
+            if field == "type" and not needs_type:
+                continue
+            value = record.get(field, MISSING)
+            if value is MISSING:
+                return Misfit(index, record, field, None, "is missing")
+            fits = isinstance(value, OBJECT) if field == "attributes" else isinstance(value, str) and value != ""
+            if not fits:
+                return Misfit(index, record, field, value, f"is {describe(value)}, expected {expected}")
+        return None
+
+    @staticmethod
+    def _read_one(read: Callable[[Resource], Any], record: Resource) -> Any:
+        try:
+            return read(record)
+        except (AttributeError, KeyError, TypeError):
+            return None
+
+    def _misfit(self, index: int, record: Resource, column: Column, value: Any) -> Misfit:
+        cursor = column.name in self.required and column.name != self.key
+        if isinstance(value, _NotAnObject):
+            return Misfit(index, record, value.name, value.value, f"is {describe(value.value)}, expected an object")
+        name = column.source.split(".")[-1]
+        holder = record.get("attributes") if column.source.startswith("attributes.") else record
+        if column.source.count(".") <= 1 and isinstance(holder, OBJECT) and name not in holder:
+            return Misfit(index, record, column.name, None, "is missing", cursor)
+        return Misfit(index, record, column.name, value, f"is {describe(value)}, expected {EXPECTED[column.kind]}",
+                      cursor)
+
+    # --- attributes this source does not declare ---------------------------------------------------
+
+    def _add_unknown(self, table: pa.Table, records: Sequence[Resource]) -> pa.Table:
+        """An attribute the spec does not declare (a later revision's) loads as text, and is reported once."""
+        unknown: dict[str, None] = {}
+        n_known = len(self.known)
+        for record in records:
+            attributes = record["attributes"]
+            if len(attributes) != n_known:
+                unknown.update((k, None) for k in attributes if k not in self.known)
+        for name in unknown:
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("%s: Klaviyo sent attribute %r, which the pinned revision does not declare; it loads "
+                            "as text", self.table, name)
+            values = [r["attributes"].get(name) for r in records]
+            texts = [v if v is None or isinstance(v, str) else json_text(v) for v in values]
+            if name not in table.schema.names:
+                table = table.append_column(pa.field(name, pa.string()), pa.array(texts, pa.string()))
+        return table
 
 
-EVENTS = ArrowShape(
-    "events",
-    [
-        ID,
-        attr("datetime", UTC_TS),
-        attr("timestamp", pa.int64()),
-        attr("uuid"),
-        json_attr("event_properties"),
-        related("profile"),
-        related("metric"),
-    ],
-    ["datetime", "timestamp", "uuid", "event_properties"],
-)
-
-_PROFILE_STRINGS = (
-    "email", "phone_number", "external_id", "first_name", "last_name", "organization", "locale", "title", "image",
-)
-_LOCATION_STRINGS = ("address1", "address2", "city", "country", "region", "zip", "timezone", "ip")
-
-PROFILES = ArrowShape(
-    "profiles",
-    [
-        ID,
-        *(attr(name) for name in _PROFILE_STRINGS),
-        attr("created", UTC_TS),
-        attr("updated", UTC_TS),
-        attr("last_event_date", UTC_TS),
-        *(nested("location", name) for name in _LOCATION_STRINGS),
-        nested("location", "latitude", pa.float64(), _number),
-        nested("location", "longitude", pa.float64(), _number),
-        json_attr("properties"),
-        json_attr("subscriptions"),
-        json_attr("predictive_analytics"),
-    ],
-    [*_PROFILE_STRINGS, "created", "updated", "last_event_date", "location", "properties", "subscriptions",
-     "predictive_analytics"],
-)
+def _required(table: str) -> tuple[str, ...]:
+    endpoint = BY_TABLE.get(table)
+    return (endpoint.cursor,) if endpoint and endpoint.mode is Mode.WINDOW and endpoint.cursor else ()
 
 
-def membership_shape(table: str) -> ArrowShape:
-    """(profile_id, joined_group_at); the list or segment id is appended per page."""
-    return ArrowShape(
-        table,
-        [Column("profile_id", pa.string(), lambda r: r["id"], key=True), attr("joined_group_at", UTC_TS)],
-        ["joined_group_at"],
-    )
-
-
-ARROW_SHAPES: dict[str, ArrowShape] = {
-    "events": EVENTS,
-    "profiles": PROFILES,
-    "list_members": membership_shape("list_members"),
-    "segment_members": membership_shape("segment_members"),
+SHAPES: dict[str, ArrowShape] = {
+    table: ArrowShape(table, [Column(*c) for c in columns], _required(table))
+    for table, columns in COLUMN_TYPES["tables"].items()
 }
+EVENTS = SHAPES["events"]
+PROFILES = SHAPES["profiles"]

@@ -1,109 +1,98 @@
-"""Checks every page before any of it becomes rows, so bad data fails loudly instead of vanishing.
+"""Checks every page while it becomes Arrow tables, so a bad record is neither loaded wrong nor lost.
 
-A record without an id cannot be merged (it would be dropped or doubled), a cursor that is not a datetime
-cannot be placed in a window (it would be skipped), and a typed column that does not convert would either
-crash the Arrow conversion with an unhelpful message or, for latitude and longitude, quietly become null.
-A page holding such a record is treated like a broken body: the client asks for it again (a glitch in
-transit or on Klaviyo's side usually clears), and if it persists the run fails naming the endpoint, the
-record, the field and the problem. A failed run loads nothing and moves no cursor, so exactly-once holds.
+A record without a string id cannot be merged (it would be dropped or doubled), a cursor that is not a
+datetime cannot be placed in a window (it would be skipped), and a declared column whose value does not
+convert would load wrong. Such a record is a `Misfit`. The client asks once more for a page holding one (a
+glitch in transit or on Klaviyo's side usually clears); if the same records fail the same way twice, the
+page is taken as it is: its other records load, its cursor moves on, and the misfits are set aside whole
+in the table `set_aside_records` (or, with `strict`, the run fails naming endpoint, record, field and problem).
 
-Free-form objects (event properties, profile properties, ...) are JSON columns and are never checked: a
-property that is a number in one event and a string in the next loads as it came. Small tables without
-an Arrow schema are typed by dlt, which keeps a value of an unexpected type in a variant column.
+Free-form objects (event properties, profile properties, ...) are JSON columns and are never type-checked:
+a property that is a number in one event and a string in the next loads as it came.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from klaviyo_source.datetimes import is_datetime
-from klaviyo_source.endpoints import Endpoint, Mode
-from klaviyo_source.rows import ARRAY, ARROW_SHAPES, OBJECT, UTC_TS, Column, plain
+from klaviyo_source.coerce import describe
+from klaviyo_source.endpoints import Endpoint
+from klaviyo_source.rows import ARRAY, OBJECT, SHAPES, Misfit
+
+__all__ = ["CheckedPage", "InvalidPage", "Misfit", "PageCheck"]
 
 
 class InvalidPage(ValueError):
-    """A page with a record that must not be loaded; the message names the record, field and problem."""
+    """A page that is not a list of records at all; the message says what it is instead."""
 
 
-def _is_number(value: Any) -> bool:
-    """Numbers, or strings holding one (Klaviyo sends coordinates both ways)."""
-    if (isinstance(value, (int, float)) and not isinstance(value, bool)) or value == "":
-        return True
-    try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
-        return False
+@dataclass
+class CheckedPage:
+    """A page as tables: the records that fit, related records sent along, and the misfits of both."""
 
+    table: pa.Table
+    included: dict[str, pa.Table] = field(default_factory=dict)
+    misfits: list[tuple[str, Misfit]] = field(default_factory=list)  # (table, misfit)
 
-def _value_check(column: Column) -> tuple[Callable[[Any], bool], str] | None:
-    """(accepts a non-null value, what was expected) for a typed column; None for unchecked columns."""
-    if column.dlt_type == "json" or column.key:
-        return None
-    if column.type == UTC_TS:
-        return is_datetime, "an ISO 8601 datetime"
-    if column.type == pa.int64():
-        return (lambda v: isinstance(v, int) and not isinstance(v, bool)), "an integer"
-    if column.type == pa.float64():
-        return _is_number, "a number"
-    return (lambda v: isinstance(v, str)), "a string"
+    def signature(self) -> tuple[Any, ...]:
+        """Equal for two answers that failed the same way (the same records, fields and problems)."""
+        return tuple((table, m.signature()) for table, m in self.misfits)
 
-
-def _describe(value: Any) -> str:
-    """The value's type, and the value itself when short: never a long (possibly personal) string.
-
-    Lazily parsed values are described as dicts and lists, so a message does not depend on the parser.
-    """
-    value = plain(value)
-    shown = repr(value)
-    return f"{type(value).__name__} {shown}" if len(shown) <= 32 else type(value).__name__
+    def describe(self) -> str:
+        first = self.misfits[0][1].describe()
+        more = len(self.misfits) - 1
+        return f"{first}{f' (and {more} more record(s))' if more else ''}"
 
 
 class PageCheck:
-    """The checks for one endpoint's pages; called with each JSON:API document, raises InvalidPage."""
+    """Turns one endpoint's JSON:API documents into checked tables."""
 
     def __init__(self, endpoint: Endpoint) -> None:
-        self.cursor = endpoint.cursor if endpoint.mode is Mode.WINDOW else None
-        self.needs_type = bool(endpoint.included)  # included resources are matched on (type, id)
-        shape = ARROW_SHAPES.get(endpoint.table)
-        self.columns: list[tuple[Column, Callable[[Any], bool], str]] = []
-        for column in shape.columns if shape else ():
-            check = _value_check(column)
-            if check is not None and column.name != self.cursor:
-                self.columns.append((column, *check))
-        self.needs_attributes = shape is not None or self.cursor is not None
+        self.endpoint = endpoint
+        self.shape = SHAPES[endpoint.table]
+        self.needs_type = bool(endpoint.included)  # related records are found by their parent's (type, id)
 
-    def __call__(self, document: Any) -> None:
+    def __call__(self, document: Any, parent_id: str | None = None) -> CheckedPage:
         data = document["data"]
         if not isinstance(data, ARRAY):
-            raise InvalidPage(f"'data' is {type(plain(data)).__name__}, expected a list of records")
-        for index, record in enumerate(data):
-            problem = self._problem(record)
-            if problem:
-                ident = record.get("id") if isinstance(record, OBJECT) else None
-                named = f" (id {ident})" if isinstance(ident, str) and ident else ""
-                raise InvalidPage(f"record {index}{named} of the page: {problem}")
+            raise InvalidPage(f"'data' is {describe(data)}, expected a list of records")
+        ep = self.endpoint
+        extra = {ep.parent_key: parent_id} if ep.parent_key and parent_id is not None else None
+        table, misfits = self.shape.convert(data, extra, self.needs_type)
+        page = CheckedPage(table, misfits=[(ep.table, m) for m in misfits])
+        if ep.included:
+            self._included(data, document, page)
+        return page
 
-    def _problem(self, record: Any) -> str | None:
-        if not isinstance(record, OBJECT):
-            return f"is {type(plain(record)).__name__}, expected an object"
-        ident = record.get("id")
-        if not isinstance(ident, str) or not ident:
-            return "field 'id' is missing" if ident is None else f"field 'id' is {_describe(ident)}, expected a string"
-        if self.needs_type and not isinstance(record.get("type"), str):
-            return "field 'type' is missing or not a string"
-        attributes = record.get("attributes")
-        if self.needs_attributes and not isinstance(attributes, OBJECT):
-            return "field 'attributes' is missing or not an object"
-        if self.cursor is not None:
-            value = attributes.get(self.cursor)  # type: ignore[union-attr]
-            if not is_datetime(value):
-                return f"cursor field '{self.cursor}' is {_describe(value)}, expected an ISO 8601 datetime"
-        for column, accepts, expected in self.columns:
-            value = column.read(record)
-            if value is not None and not accepts(value):
-                return f"field '{column.name}' is {_describe(value)}, expected {expected}"
-        return None
+    def _included(self, data: Any, document: Any, page: CheckedPage) -> None:
+        """Related records sent along (campaign messages with campaigns), each with its parent's id."""
+        by_key = {(r.get("type"), r.get("id")): r for r in document.get("included") or () if isinstance(r, OBJECT)}
+        found: dict[str, tuple[list[Any], list[str], str]] = {}
+        resource: Any
+        for resource in data:
+            if not isinstance(resource, OBJECT) or not isinstance(resource.get("type"), str):
+                continue
+            kind = str(resource["type"])
+            parent_column = f"{kind.replace('-', '_')}_id"
+            relationships: Any = resource.get("relationships") or {}
+            for rel in relationships.values():
+                targets = rel.get("data") if isinstance(rel, OBJECT) else None
+                if not isinstance(targets, ARRAY):
+                    continue
+                target: Any
+                for target in targets:
+                    if not isinstance(target, OBJECT):
+                        continue
+                    table = self.endpoint.included.get(str(target.get("type")))
+                    related = by_key.get((target.get("type"), target.get("id")))
+                    if table and related is not None:
+                        records, parents, _ = found.setdefault(table, ([], [], parent_column))
+                        records.append(related)
+                        parents.append(str(resource["id"]))
+        for table, (records, parents, parent_column) in found.items():
+            converted, misfits = SHAPES[table].convert(records, {parent_column: parents})
+            page.included[table] = converted
+            page.misfits += [(table, m) for m in misfits]

@@ -5,7 +5,8 @@
     python pipelines/klaviyo_pipeline.py --destination postgres --dataset klaviyo --resources events,profiles
 
 The API key comes from .dlt/secrets.toml ([sources.klaviyo] api_key) or SOURCES__KLAVIYO__API_KEY.
-Exit status: 0 loaded, 1 the run failed (one line on stderr says why), 2 bad arguments.
+Exit status: 0 loaded, 1 the run failed (one line on stderr says why), 2 bad arguments, 3 loaded, but records
+that did not fit their table were set aside in table set_aside_records (one line on stderr counts them).
 A failed run loads nothing and moves no cursor: run it again, it continues where the last good run ended.
 With --chunk-days an interrupted first load continues at its last completed chunk.
 """
@@ -28,7 +29,7 @@ from dlt.common.typing import TRefreshMode
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from klaviyo_source import TABLES, ConfigurationError, KlaviyoSourceError, klaviyo_source
+from klaviyo_source import TABLES, ConfigurationError, KlaviyoSourceError, klaviyo_source, set_aside
 from klaviyo_source.backfill import (
     CHUNKED_TABLES,
     LOADER_FILE_FORMAT,
@@ -75,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="re-read whole memberships so removed members disappear")
     parser.add_argument("--predictive-analytics", action="store_true")
     parser.add_argument("--skip-forbidden", action="store_true", help="skip tables the key has no scope for")
+    parser.add_argument("--strict", action="store_true",
+                        help="a record that does not fit its table fails the run (default: it is set aside in "
+                             "table set_aside_records and the rest loads)")
     parser.add_argument("--full-refresh", action="store_true", help="drop the tables and cursors, load anew")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     return parser.parse_args(argv)
@@ -88,6 +92,7 @@ def source_options(args: argparse.Namespace) -> dict[str, Any]:
         "members_full_refresh": args.members_full_refresh,
         "predictive_analytics": args.predictive_analytics,
         "skip_forbidden": args.skip_forbidden,
+        "strict": args.strict or None,
     }
     if args.events_lookback_hours is not None:
         options["events_lookback_hours"] = args.events_lookback_hours
@@ -196,20 +201,32 @@ def print_demo_summary(pipeline: dlt.Pipeline) -> None:
     print(f"\nTry it yourself: duckdb {where}  (tables are in schema {pipeline.dataset_name})")
 
 
+def report_set_aside(pipeline: dlt.Pipeline, since: datetime) -> int:
+    """One line on stderr when this invocation set records aside; the exit status that says so."""
+    counts = set_aside.counts(pipeline, since)
+    if not counts:
+        return 0
+    per_table = ", ".join(f"{table} {n:,}" for table, n in counts.items())
+    print(f"warning: {sum(counts.values()):,} record(s) did not fit their table and were set aside in table "
+          f"{set_aside.TABLE} ({per_table}); everything else loaded", file=sys.stderr)
+    return 3
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    started = datetime.now(timezone.utc)
     try:
         context: AbstractContextManager[dict[str, Any]] = demo_sandbox(args) if args.demo else nullcontext({})
         with context as extra:
             pipeline = run(args, extra)
             if args.demo:
                 print_demo_summary(pipeline)
+            return report_set_aside(pipeline, started)
     except (KlaviyoSourceError, PipelineStepFailed, DltException) as exc:
         log.debug("the failure in full", exc_info=exc)  # --log-level DEBUG shows the traceback
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(root_cause(exc), ConfigurationError) else 1
-    return 0
 
 
 if __name__ == "__main__":

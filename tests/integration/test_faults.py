@@ -16,13 +16,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from klaviyo_source import TABLES
-from klaviyo_source.client import KlaviyoClient
-from klaviyo_source.errors import InvalidRecordError, KlaviyoAPIError
+from klaviyo_source import client as client_module
+from klaviyo_source.errors import KlaviyoAPIError
+from klaviyo_source.rows import parse_exact
 from klaviyo_source.sandbox import Sandbox
 from pipelines.klaviyo_pipeline import root_cause
 from tests.integration.conftest import (
@@ -66,11 +66,15 @@ def change_the_account(sandbox: Sandbox) -> None:
 
 
 def load_and_check(loader: Loader) -> int:
-    """One run that must succeed; returns the rows checked against the ground truth."""
+    """One run that must succeed; returns the rows checked against the ground truth.
+
+    A malformed answer is asked for again; should the retry be malformed the same way by chance (likely on
+    one-record pages), the record is set aside: then it must be in `set_aside_records`, never lost.
+    """
     before = cursors(loader)
     loader.run()
     assert_cursors_moved_by(before, cursors(loader), datetime.now(timezone.utc))
-    return sum(assert_matches_ground_truth(loader).values())
+    return sum(assert_matches_ground_truth(loader, set_aside=loader.set_aside()).values())
 
 
 def failing_run(loader: Loader) -> BaseException:
@@ -116,42 +120,19 @@ def test_outage_mid_run_changes_nothing_and_a_clean_rerun_completes(
         print(f"\nfault matrix | outage mid-run + clean rerun | runs 3 (1 failed) | rows checked {rows}")
 
 
-def test_record_broken_on_every_answer_fails_naming_it_and_loads_once_fixed(
-    loader: Loader, sandbox: Sandbox, fast_retries: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    sandbox.configure(faults=[{"kind": "malformed", "variant": "drop_id", "probability": 1.0, "path": "/api/events"}])
-    error = failing_run(loader)
-    assert isinstance(error, InvalidRecordError)
-    message = str(error)
-    assert message.startswith("Klaviyo /events: HTTP 200: record ") and "field 'id' is missing" in message
-    assert "gave up after 6 attempts" in message and "no cursor moved" in message
-    assert not cursors(loader)
-    sandbox.configure(faults=[{"kind": "malformed", "variant": "wrong_type", "probability": 1.0,
-                               "path": "/api/profiles"}])
-    error = failing_run(loader)
-    assert "Klaviyo /profiles: HTTP 200: record " in str(error) and "field 'email' is int 12345, expected a string" \
-        in str(error)
-    sandbox.clear_faults()
-    rows = load_and_check(loader)
-    with capsys.disabled():
-        print(f"\nfault matrix | record malformed on every answer | runs 3 (2 failed) | rows checked {rows}")
-
-
 def test_a_property_that_changes_type_loads_as_sent(loader: Loader, monkeypatch: pytest.MonkeyPatch) -> None:
     """Event properties are free-form: `size` a number in one event, a string in the next, both load."""
-    original = KlaviyoClient.get
     changed: list[str] = []
 
-    def get(self: KlaviyoClient, url: str, params: Any, governor: Any, label: str, check: Any = None,
-            decode: Any = orjson.loads) -> Any:
-        document = original(self, url, params, governor, label, check)  # as dicts, to change it
-        if label == "/events" and not changed and len(document["data"]) >= 2:
+    def decode(body: bytes) -> Any:
+        document = parse_exact(body)
+        if "/api/events/" in str(document.get("links", {}).get("self")) and not changed and len(document["data"]) >= 2:
             for value, record in zip((42, "forty-two"), document["data"], strict=False):
                 record["attributes"]["event_properties"] = {**record["attributes"]["event_properties"], "size": value}
                 changed.append(record["id"])
-        return decode(orjson.dumps(document))  # as the reader parses it
+        return document
 
-    monkeypatch.setattr(KlaviyoClient, "get", get)
+    monkeypatch.setattr(client_module, "parse_lazy", decode)
     loader.run(resources=["events"])
     assert len(changed) == 2
     sizes = dict(loader.rows("events", """id, event_properties->>'$.size'"""))

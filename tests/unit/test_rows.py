@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from klaviyo_source.rows import ARROW_SHAPES, EVENTS, PROFILES, parse_lazy
+from klaviyo_source.rows import EVENTS, PROFILES, SHAPES, parse_lazy
 from klaviyo_source.windows import cursor_value, parse_instant
 
 
@@ -50,17 +50,17 @@ def test_lazy_pages_give_the_same_table(shape: Any, page: dict[str, Any]) -> Non
         [r["attributes"].get(name) for r in page["data"]]
 
 
-def test_integers_beyond_64_bits_load_as_they_do_from_dicts() -> None:
+def test_integers_beyond_64_bits_keep_their_digits() -> None:
     page = {"data": [dict(EVENT_PAGE["data"][0], id="E9")]}
     body = orjson.dumps(page).replace(b'"big":4611686018427387904', b'"big":-99999999999999999999')
     assert b"-99999999999999999999" in body
-    lazy, dicts = parse_lazy(body)["data"], orjson.loads(body)["data"]
-    assert EVENTS.table_of(lazy).equals(EVENTS.table_of(dicts))
+    table = EVENTS.table_of(parse_lazy(body)["data"])
+    assert '"big":-99999999999999999999,' in table.column("event_properties")[0].as_py()
 
 
 def test_lazy_membership_pages_give_the_same_table() -> None:
     page = {"data": [{"type": "profile", "id": "P1", "attributes": {"joined_group_at": "2024-05-01T12:00:00Z"}}]}
-    shape = ARROW_SHAPES["segment_members"]
+    shape = SHAPES["segment_members"]
     dicts, lazy = both(page)
     assert shape.table_of(lazy, {"segment_id": "S1"}).equals(shape.table_of(dicts, {"segment_id": "S1"}))
 
