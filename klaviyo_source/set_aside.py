@@ -13,8 +13,9 @@ the cursors move on, and the record goes to `set_aside_records`, one row per rec
     raw           the whole record as JSON text, with the digits Klaviyo sent
     set_aside_at  when;  _dlt_load_id: the load that set it aside
 
-`replay(pipeline)` loads the rows that fit now (after an upgrade, or after an operator corrected `raw`)
-into their tables and removes them from this one.
+`replay(pipeline)` (the command line's `--replay-set-aside`) loads the records that fit now (after an upgrade
+of this source, or after an operator corrected `raw` with an UPDATE) into their tables, merged on their keys,
+and removes them from this one; the others stay, with the reason they still do not fit.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from typing import Any
 import dlt
 
 from klaviyo_source.coerce import json_text
-from klaviyo_source.rows import Misfit, record_text
+from klaviyo_source.endpoints import BY_TABLE
+from klaviyo_source.rows import SHAPES, Misfit, parse_exact, record_text
 
 log = logging.getLogger("klaviyo_source")
 
@@ -45,6 +47,7 @@ COLUMNS: dict[str, dict[str, Any]] = {
     "reason": {"data_type": "text", "nullable": False},
     "raw": {"data_type": "text", "nullable": False},
     "set_aside_at": {"data_type": "timestamp", "nullable": False},
+    "replayed": {"data_type": "bool", "hard_delete": True},  # set by replay(): the row is removed
 }
 # `raw` and `value` are JSON text kept as text: dlt would parse a JSON column again and lose digits.
 
@@ -82,9 +85,45 @@ def items(misfits: Sequence[tuple[str, Misfit]], endpoint: str, parent_id: str |
     yield dlt.mark.with_table_name(rows(misfits, endpoint, parent_id), TABLE)  # resources.py declares it
 
 
+def replay(pipeline: dlt.Pipeline, tables: Sequence[str] | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    """Loads the set-aside records that fit now into their tables; returns (replayed, still set aside) per table."""
+    if not pipeline.schema_names:
+        pipeline.sync_destination()  # a machine that never ran this pipeline: its schema is in the destination
+    if not pipeline.schema_names or TABLE not in pipeline.default_schema.tables:
+        return {}, {}
+    names = [c for c in COLUMNS if c != "replayed"]
+    with pipeline.sql_client() as client:
+        found = client.execute_sql(f"select {', '.join(names)} from {client.make_qualified_table_name(TABLE)}")
+    rows = [dict(zip(names, row, strict=True)) for row in found or () if not tables or row[1] in tables]
+    by_table: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_table.setdefault(row["table_name"], []).append(row)
+    resources, replayed, remaining, done = [], {}, {}, []
+    for table, kept in by_table.items():
+        shape = SHAPES[table]
+        records = [parse_exact(row["raw"].encode()) for row in kept]
+        endpoint = BY_TABLE.get(table)
+        parent_key = endpoint.parent_key if endpoint else None
+        extra = {parent_key: [row["parent_id"] for row in kept]} if parent_key else None
+        converted, misfits = shape.convert(records, extra)
+        unfit = {m.index for m in misfits}
+        done += [{**row, "replayed": True} for i, row in enumerate(kept) if i not in unfit]
+        replayed[table], remaining[table] = converted.num_rows, len(unfit)
+        if converted.num_rows:
+            key = list(endpoint.primary_key) if endpoint else ["id"]
+            resources.append(dlt.resource(converted, name=table, write_disposition="merge", primary_key=key,
+                                          columns=shape.hints()))
+    if done:
+        resources.append(dlt.resource(done, name=TABLE, write_disposition="merge", primary_key="key", columns=COLUMNS))
+        pipeline.run(resources, loader_file_format="parquet").raise_on_failed_jobs()
+    for table, n in replayed.items():
+        log.info("%s: %d set-aside record(s) replayed, %d still do not fit", table, n, remaining[table])
+    return replayed, {t: n for t, n in remaining.items() if n}
+
+
 def counts(pipeline: dlt.Pipeline, since: datetime) -> dict[str, int]:
     """Records set aside per table by the runs that started at `since` or later (for a run summary)."""
-    if TABLE not in pipeline.default_schema.tables:
+    if not pipeline.schema_names or TABLE not in pipeline.default_schema.tables:
         return {}  # nothing was ever set aside
     with pipeline.sql_client() as client:
         result = client.execute_sql(

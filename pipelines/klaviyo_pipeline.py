@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="re-read whole memberships so removed members disappear")
     parser.add_argument("--predictive-analytics", action="store_true")
     parser.add_argument("--skip-forbidden", action="store_true", help="skip tables the key has no scope for")
+    parser.add_argument("--replay-set-aside", action="store_true",
+                        help="load the records of table set_aside_records that fit now (after an upgrade, or after "
+                             "correcting their raw JSON) into their tables, and do nothing else")
     parser.add_argument("--strict", action="store_true",
                         help="a record that does not fit its table fails the run (default: it is set aside in "
                              "table set_aside_records and the rest loads)")
@@ -212,12 +215,24 @@ def report_set_aside(pipeline: dlt.Pipeline, since: datetime) -> int:
     return 3
 
 
+def replay(args: argparse.Namespace) -> int:
+    """--replay-set-aside: 0 when every set-aside record loaded, 3 when some still do not fit."""
+    pipeline = make_pipeline(args)
+    replayed, remaining = set_aside.replay(pipeline, args.resources.split(",") if args.resources else None)
+    print(f"replayed {sum(replayed.values()):,} set-aside record(s)"
+          + (f"; {sum(remaining.values()):,} still do not fit (see {set_aside.TABLE}.reason)" if remaining else ""),
+          file=sys.stderr)
+    return 3 if remaining else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = datetime.now(timezone.utc)
     try:
         context: AbstractContextManager[dict[str, Any]] = demo_sandbox(args) if args.demo else nullcontext({})
+        if args.replay_set_aside:
+            return replay(args)
         with context as extra:
             pipeline = run(args, extra)
             if args.demo:

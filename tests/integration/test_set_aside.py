@@ -16,6 +16,7 @@ import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from klaviyo_source import client as client_module
+from klaviyo_source import set_aside
 from klaviyo_source.errors import InvalidRecordError
 from klaviyo_source.rows import parse_exact
 from klaviyo_source.sandbox import Sandbox
@@ -82,6 +83,20 @@ def test_records_that_never_fit_are_set_aside_whole_and_the_rest_loads(
 
     loader.run()  # seen again: still one row per record, naming the latest load
     assert sorted(r[0] for r in loader.rows("set_aside_records", SET_ASIDE)) == sorted(rows)
+
+    # An operator corrects two records' raw JSON; replay loads them and keeps the others with their reasons.
+    with loader.pipeline().sql_client() as client:
+        client.execute_sql("update set_aside_records set raw = replace(raw, '\"soon\"', '1705314600') "
+                           "where table_name = 'events'")
+        client.execute_sql("update set_aside_records set raw = replace(raw, '\"n/a\"', '\"12.50\"') "
+                           "where table_name = 'catalog_items'")
+    replayed, remaining = set_aside.replay(loader.pipeline())
+    assert replayed == {"events": 1, "catalog_items": 1, "profiles": 0, "tags": 0}
+    assert remaining == {"profiles": 1, "tags": 1}
+    assert ids["events"] in loader.keys("events")
+    assert dict(loader.rows("catalog_items", "id, price"))[ids["catalog_items"]] == 12.5
+    assert sorted(r[0] for r in loader.rows("set_aside_records", SET_ASIDE)) == ["profiles", "tags"]
+    assert_matches_ground_truth(loader, set_aside={"profiles": 1, "tags": 1})
 
 
 def test_strict_fails_the_run_naming_the_record_and_moves_nothing(
