@@ -8,11 +8,10 @@ orders, years of sparse history) without knowing the distribution up front.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from itertools import pairwise
-from typing import Any
 
 from klaviyo_source.datetimes import parse_datetime
 
@@ -33,12 +32,6 @@ def klaviyo_time(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + (
         f".{value.microsecond:06d}Z" if value.microsecond else "Z"
     )
-
-
-def cursor_value(resource: Mapping[str, Any], field: str) -> datetime | None:
-    """The cursor of a resource, whether its page was parsed to dicts or lazily (rows.parse_lazy)."""
-    value = (resource.get("attributes") or {}).get(field)
-    return parse_datetime(value) if value else None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from klaviyo_source.rows import EVENTS, PROFILES, SHAPES, parse_lazy
-from klaviyo_source.windows import cursor_value, parse_instant
+from klaviyo_source.windows import parse_instant
 
 
 def both(page: dict[str, Any]) -> tuple[list[Any], Any]:
@@ -65,8 +65,21 @@ def test_lazy_membership_pages_give_the_same_table() -> None:
     assert shape.table_of(lazy, {"segment_id": "S1"}).equals(shape.table_of(dicts, {"segment_id": "S1"}))
 
 
-def test_cursor_is_read_from_both_representations() -> None:
-    dicts, lazy = both(EVENT_PAGE)
-    for record, lazy_record in zip(dicts, lazy, strict=True):
-        assert cursor_value(lazy_record, "datetime") == cursor_value(record, "datetime") is not None
-    assert cursor_value(lazy[1], "datetime") == parse_instant("2024-05-01T12:00:00Z")
+def test_cursor_column_is_one_instant_whatever_the_form() -> None:
+    expected = [parse_instant(t) for t in ("2024-05-01T12:00:00Z", "2024-05-01T12:00:00Z", "2024-05-01T12:00:01Z")]
+    for records in both(EVENT_PAGE):
+        assert EVENTS.table_of(records).column("datetime").to_pylist() == expected
+
+
+def test_every_table_has_a_shape_with_its_key_first_and_not_null() -> None:
+    for table, shape in SHAPES.items():
+        assert shape.columns[0].name in ("id", "profile_id"), table
+        assert not shape.schema.field(shape.key).nullable
+
+
+def test_an_undeclared_attribute_loads_as_text() -> None:
+    page = {"data": [{"type": "tag", "id": "T1", "attributes": {"name": "a", "color": "red"}},
+                     {"type": "tag", "id": "T2", "attributes": {"name": "b", "color": {"hex": 16711680}}}]}
+    for records in both(page):
+        table = SHAPES["tags"].table_of(records)
+        assert table.column("color").to_pylist() == ["red", b'{"hex":16711680}'.decode()]
