@@ -11,7 +11,7 @@ Per table, a list of [column, type, source]:
     source  "id", "attributes.<name>[.<name>]", "relationships.<name>" (a to-one id) or "parent"
             (the id of the parent the rows were read below, e.g. list_id)
 
-Run: `python -m klaviyo_source.typegen [spec.json]` (default: $KLAVIYO_OPENAPI_SPEC, else the shared folder).
+Run: `python -m klaviyo_source.typegen [spec.json]` (default: $KLAVIYO_OPENAPI_SPEC, else the repo's spec/).
 """
 
 from __future__ import annotations
@@ -38,10 +38,13 @@ OPTIONAL_FIELDS = frozenset({("profiles", "predictive_analytics")})
 
 
 def default_spec_path() -> Path:
+    """$KLAVIYO_OPENAPI_SPEC, else the spec shipped in the repo (spec/), else the shared folder beside it."""
     env = os.environ.get("KLAVIYO_OPENAPI_SPEC")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "klaviyo" / SPEC_NAME
+    repo = Path(__file__).resolve().parents[1]
+    shipped = repo / "spec" / SPEC_NAME
+    return shipped if shipped.is_file() else repo.parent / "shared" / "klaviyo" / SPEC_NAME
 
 
 class Schemas:
