@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import simdjson
 
 from klaviyo_source import coerce
@@ -209,9 +210,11 @@ class ArrowShape:
         kept = [i for i in at if i not in misfits]
         for name, value in (extra or {}).items():
             values = [value[i] for i in kept] if isinstance(value, list) else [value] * len(kept)
-            field = pa.field(name, pa.string(), nullable=False)
             position = table.schema.get_field_index(name)
             array = pa.array(values, pa.string())
+            if position >= 0 and array.null_count:  # unknown here: keep what the record itself says
+                array = pc.coalesce(array, table.column(position).combine_chunks())
+            field = pa.field(name, pa.string(), nullable=array.null_count > 0)
             table = table.set_column(position, field, array) if position >= 0 else table.append_column(field, array)
         return table, [misfits[i] for i in sorted(misfits)]
 

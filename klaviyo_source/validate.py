@@ -70,7 +70,7 @@ class PageCheck:
     def _included(self, data: Any, document: Any, page: CheckedPage) -> None:
         """Related records sent along (campaign messages with campaigns), each with its parent's id."""
         by_key = {(r.get("type"), r.get("id")): r for r in document.get("included") or () if isinstance(r, OBJECT)}
-        found: dict[str, tuple[list[Any], list[str], str]] = {}
+        found: dict[str, tuple[list[Any], list[str | None], str]] = {}
         resource: Any
         for resource in data:
             if not isinstance(resource, OBJECT) or not isinstance(resource.get("type"), str):
@@ -91,7 +91,8 @@ class PageCheck:
                     if table and related is not None:
                         records, parents, _ = found.setdefault(table, ([], [], parent_column))
                         records.append(related)
-                        parents.append(str(resource["id"]))
+                        ident = resource.get("id")  # a parent without one is set aside: the related
+                        parents.append(ident if isinstance(ident, str) else None)  # record keeps its own link
         for table, (records, parents, parent_column) in found.items():
             converted, misfits = SHAPES[table].convert(records, {parent_column: parents})
             page.included[table] = converted

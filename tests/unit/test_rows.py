@@ -83,3 +83,22 @@ def test_an_undeclared_attribute_loads_as_text() -> None:
     for records in both(page):
         table = SHAPES["tags"].table_of(records)
         assert table.column("color").to_pylist() == ["red", b'{"hex":16711680}'.decode()]
+
+
+def test_related_records_of_a_parent_set_aside_keep_their_own_link() -> None:
+    from klaviyo_source.endpoints import BY_TABLE
+    from klaviyo_source.validate import PageCheck
+
+    message = {"type": "campaign-message", "id": "M1", "attributes": {"created_at": "2024-01-01T00:00:00Z"},
+               "relationships": {"campaign": {"data": {"type": "campaign", "id": "C1"}}}}
+    link = {"campaign-messages": {"data": [{"type": "campaign-message", "id": "M1"}]}}
+    page = {"data": [{"type": "campaign", "attributes": {"updated_at": "2024-01-01T00:00:00Z"}, "relationships": link},
+                     {"type": "campaign", "id": "C2", "attributes": {"updated_at": "2024-01-01T00:00:00Z"},
+                      "relationships": {"campaign-messages": {"data": []}}}],
+            "included": [message]}
+    for decode in (orjson.loads, parse_lazy):
+        checked = PageCheck(BY_TABLE["campaigns"])(decode(orjson.dumps(page)))
+        assert checked.table.column("id").to_pylist() == ["C2"]
+        assert [(t, m.field, m.reason) for t, m in checked.misfits] == [("campaigns", "id", "is missing")]
+        assert checked.included["campaign_messages"].select(["id", "campaign_id"]).to_pylist() == \
+            [{"id": "M1", "campaign_id": "C1"}]
