@@ -111,10 +111,12 @@ def replay(pipeline: dlt.Pipeline, tables: Sequence[str] | None = None) -> tuple
         replayed[table], remaining[table] = converted.num_rows, len(unfit)
         if converted.num_rows:
             key = list(endpoint.primary_key) if endpoint else ["id"]
-            resources.append(dlt.resource(converted, name=table, write_disposition="merge", primary_key=key,
-                                          columns=shape.hints()))
+            hints: Any = shape.hints()  # plain dicts of dlt's column hints (its TypedDict wants literal types)
+            resources.append(dlt.resource([converted], name=table, write_disposition="merge", primary_key=key,
+                                          columns=hints))
     if done:
-        resources.append(dlt.resource(done, name=TABLE, write_disposition="merge", primary_key="key", columns=COLUMNS))
+        columns: Any = COLUMNS
+        resources.append(dlt.resource(done, name=TABLE, write_disposition="merge", primary_key="key", columns=columns))
         pipeline.run(resources, loader_file_format="parquet").raise_on_failed_jobs()
     for table, n in replayed.items():
         log.info("%s: %d set-aside record(s) replayed, %d still do not fit", table, n, remaining[table])
