@@ -16,6 +16,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -195,6 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     server: _HTTPServer
+    head_only = False  # answering a HEAD: headers only
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: request lines would be noise (and headers may carry keys)."""
@@ -213,6 +215,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self.dispatch("DELETE")
+
+    def do_HEAD(self) -> None:
+        """Answered as the GET would be, without its body."""
+        self.head_only = True
+        try:
+            self.dispatch("GET")
+        finally:
+            self.head_only = False
+
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        """Any other method (OPTIONS, TRACE, made-up ones) gets Klaviyo's 405 or 404, not the stdlib's 501."""
+        if name.startswith("do_"):
+            return lambda: self.dispatch(name[3:])
+        raise AttributeError(name)
 
     @property
     def sandbox(self) -> SandboxServer:
@@ -389,7 +405,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = body[: len(body) // 2]
             self.close_connection = True
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head + body)
+        self.wfile.write(head if self.head_only else head + body)
 
     # --- /__admin -----------------------------------------------------------------------------------
 

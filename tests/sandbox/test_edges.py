@@ -348,3 +348,16 @@ def test_timestamps_and_datetimes_agree_at_a_datetime_edge(client: Any) -> None:
     by_datetime = ids(client, "/events", f"greater-or-equal(datetime,{moment.isoformat()})")
     by_timestamp = ids(client, "/events", f"greater-or-equal(timestamp,{int(moment.timestamp())})")
     assert by_datetime == by_timestamp
+
+
+def test_other_methods_get_klaviyos_answers_not_the_servers(client: Any, sandbox: Sandbox) -> None:
+    head = client.session.head(sandbox.base_url + "/tags", headers=client.headers)
+    assert head.status_code == 200 and head.content == b"" and int(head.headers["Content-Length"]) > 0
+    assert client.get("/tags").status_code == 200  # the kept-alive connection is still in step
+    options = client.session.options(sandbox.base_url + "/tags", headers=client.headers)
+    assert_error(options, 405)
+    for method, status in (("BREW", 405), ("PROPFIND", 405)):
+        answer = raw_request(sandbox, f"{method} /api/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(f"HTTP/1.1 {status} ".encode()) and b'"errors"' in answer
+    assert raw_request(sandbox, "BREW /api/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(
+        b"HTTP/1.1 404 ")
