@@ -72,6 +72,9 @@ def _attributes(rule: dict[str, Any], body: bytes) -> dict[str, Any]:
         raise _invalid(f"'{attrs['sort']}' is not a valid sort.", "sort")
     if attrs.get("page_cursor"):
         raise _invalid("The page cursor is invalid.", "page_cursor")  # the sandbox never hands one out
+    size = attrs.get("page_size")
+    if size is not None and (type(size) is not int or not 1 <= size <= rule["page_size"]):
+        raise _invalid(f"'page_size' must be an integer from 1 to {rule['page_size']}.", "page_size")
     if not isinstance(attrs["filter"], list) or not all(isinstance(f, str) for f in attrs["filter"]):
         raise _invalid("'filter' must be a list of filter strings.", "filter")
     if not isinstance(attrs["metric_id"], str):

@@ -1,4 +1,5 @@
-"""No input of any kind makes the sandbox answer 500: filters, sorts, page parameters and headers, fuzzed.
+"""No input of any kind makes the sandbox answer 500: filters, sorts, page parameters, headers, raw query strings
+and the bodies of the reporting and metric-aggregates POSTs, fuzzed.
 
 Requests are built from Klaviyo's grammar with mistakes mixed in (fields of other endpoints, operators a field
 does not take, calendar-invalid datetimes, odd offsets, quotes, nesting, unknown parameters, stray revisions
@@ -270,3 +271,94 @@ def test_no_raw_query_string_makes_the_sandbox_fail(sandbox: Sandbox, query: str
         response = requests.get(f"{sandbox.base_url}{path}?{query}", timeout=30, headers={
             "Authorization": f"Klaviyo-API-Key {sandbox.api_key}", "revision": "2026-07-15"})
         assert response.status_code in EXPECTED, (path, query, response.text[:300])
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(text, children, max_size=4),
+    max_leaves=12,
+)
+POSTS = {path: rule for path, rule in Rules().data["post"].items()}
+
+
+@st.composite
+def report_bodies(draw: st.DrawFn, rule: dict[str, Any], metric: str) -> Any:
+    """A reporting or metric-aggregates POST body: a good one with, most of the time, one attribute made odd."""
+    if one_in(draw, 10):
+        return draw(json_values)
+    window = [f"greater-or-equal(datetime,{draw(datetimes())})", f"less-than(datetime,{draw(datetimes())})"]
+    if rule["type"] == "metric-aggregate":
+        attributes: dict[str, Any] = {
+            "metric_id": metric, "measurements": ["count"], "interval": "day", "by": [], "timezone": "UTC",
+            "page_size": 500, "filter": ["greater-or-equal(datetime,2024-01-01T00:00:00Z)",
+                                         "less-than(datetime,2024-03-01T00:00:00Z)"],
+        }
+        odd: dict[str, st.SearchStrategy[Any]] = {
+            "filter": st.one_of(st.just(window), st.lists(st.one_of(text, datetimes()), max_size=3)),
+            "measurements": st.lists(st.sampled_from([*rule["measurements"], "x"]), max_size=3),
+            "interval": st.sampled_from([*rule["interval"], "year", 3]),
+            "by": st.lists(st.sampled_from([*rule["by"], "nope"]), max_size=2),
+            "timezone": st.sampled_from(["America/New_York", "Asia/Kathmandu", "Mars/Olympus", "", 5]),
+            "page_size": st.sampled_from(["10", 10.5, True, 0, 1, 501, -1, 10**30]),
+            "sort": st.one_of(st.sampled_from(rule["sort"]), text), "page_cursor": text, "metric_id": st.integers(),
+        }
+    else:
+        attributes = {"statistics": ["opens", "clicks"], "conversion_metric_id": metric,
+                      "timeframe": {"start": "2024-01-01T00:00:00", "end": "2024-02-01T00:00:00"}}
+        odd = {
+            "statistics": st.lists(st.sampled_from([*rule["statistics"], "x"]), max_size=4),
+            "timeframe": st.one_of(st.fixed_dictionaries({"start": datetimes(), "end": datetimes()}),
+                                   st.fixed_dictionaries({"key": st.sampled_from([*rule["timeframe_keys"], "x"])})),
+            "conversion_metric_id": st.one_of(text, st.integers()),
+            "group_by": st.lists(st.sampled_from([*rule["group_by"], "x"]), max_size=4),
+            "filter": st.one_of(text, st.sampled_from(
+                [f"equals({g},'x')" for g in rule["group_by"]] + ["contains-any(tag_id,['a'])", "and("])),
+        }
+    for _ in range(draw(st.integers(0, 2))):
+        name = draw(st.sampled_from(sorted(odd)))
+        attributes[name] = draw(st.one_of(odd[name], json_values) if one_in(draw, 3) else odd[name])
+    if one_in(draw, 6):
+        attributes[draw(text)] = draw(json_values)
+    if one_in(draw, 6):
+        attributes.pop(draw(st.sampled_from(sorted(attributes))))
+    return {"data": {"type": mostly(draw, st.just(rule["type"]), text), "attributes": attributes}}
+
+
+@settings(max_examples=150, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_no_report_or_aggregate_body_makes_the_sandbox_fail(sandbox: Sandbox, client: Any,
+                                                           data: st.DataObject) -> None:
+    path = data.draw(st.sampled_from(sorted(POSTS)))
+    metric = client.get("/metrics").json()["data"][0]["id"]
+    body = data.draw(report_bodies(POSTS[path], metric))
+    response = requests.post(sandbox.base_url + path, json=body, timeout=60, headers={
+        "Authorization": f"Klaviyo-API-Key {sandbox.api_key}", "revision": "2026-07-15"})
+    assert response.status_code in EXPECTED, (path, body, response.text[:300])
+    doc = response.json()
+    assert "data" in doc if response.status_code == 200 else doc["errors"][0]["status"] == response.status_code
+
+
+ODD_VALUES: list[Any] = [None, "", "x", "10", 0, -1, 1, 501, 10**30, 10.5, True, False, [], ["x"], [None], {}, {"x": 1},
+                         {"key": "last_30_days"}, {"start": "2024-02-30T00:00:00Z", "end": "2024-03-01T00:00:00Z"},
+                         ["greater-or-equal(datetime,2024-01-01T00:00:00Z)"], "2024-01-01T00:00:00+25:00"]
+
+
+@pytest.mark.parametrize("path", sorted(POSTS))
+def test_every_body_attribute_with_every_odd_value(sandbox: Sandbox, client: Any, path: str) -> None:
+    """Each attribute of a good body, alone, replaced by each value of another type or range: 4xx, never 500."""
+    rule = POSTS[path]
+    metric = client.get("/metrics").json()["data"][0]["id"]
+    good = {"metric_id": metric, "measurements": ["count"], "interval": "day", "by": [], "timezone": "UTC",
+            "page_size": 500, "filter": ["greater-or-equal(datetime,2024-01-01T00:00:00Z)",
+                                         "less-than(datetime,2024-03-01T00:00:00Z)"]}
+    if rule["type"] != "metric-aggregate":
+        good = {"statistics": ["opens"], "conversion_metric_id": metric, "group_by": rule["group_by_required"],
+                "timeframe": {"start": "2024-01-01T00:00:00", "end": "2024-02-01T00:00:00"}}
+    session = requests.Session()
+    session.headers.update({"Authorization": f"Klaviyo-API-Key {sandbox.api_key}", "revision": "2026-07-15"})
+    assert session.post(sandbox.base_url + path, json={"data": {"type": rule["type"], "attributes": good}}).ok
+    for name in sorted(set(rule["attributes"])):
+        for value in ODD_VALUES:
+            body = {"data": {"type": rule["type"], "attributes": {**good, name: value}}}
+            response = session.post(sandbox.base_url + path, json=body)
+            assert response.status_code in EXPECTED, (path, name, value, response.text[:300])
