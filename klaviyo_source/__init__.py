@@ -18,13 +18,17 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 import dlt
+from dlt.common.configuration.container import Container
+from dlt.common.pipeline import PipelineContext
 from dlt.extract.resource import DltResource
 
 from klaviyo_source.client import KlaviyoClient
+from klaviyo_source.concurrency import Budget
 from klaviyo_source.endpoints import BY_TABLE, INCLUDED_TABLES, NEWEST_REVISION, OLDEST_REVISION
 from klaviyo_source.errors import ConfigurationError, KlaviyoAPIError, KlaviyoSourceError
+from klaviyo_source.first_load import settle_appends
 from klaviyo_source.rate_limit import GovernorRegistry
-from klaviyo_source.resources import RunContext, build_resources
+from klaviyo_source.resources import MAX_CHAINS, RunContext, build_resources
 from klaviyo_source.rows import SHAPES
 from klaviyo_source.windows import parse_instant
 
@@ -57,8 +61,8 @@ logging.getLogger("dlt").addFilter(_ArrowJsonHintNotice())
 DEFAULT_BASE_URL = "https://a.klaviyo.com/api"
 DEFAULT_REVISION = "2026-07-15"
 TABLES: tuple[str, ...] = (*BY_TABLE, *INCLUDED_TABLES)
-# Tables are extracted side by side (parallelized resources, [extract] workers = 8), each with its own chains.
-PARALLEL_TABLES = 8
+# Connections kept open for reuse: enough for the requests the largest tables keep in flight at once.
+HTTP_POOL = 512
 _REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
 
 
@@ -73,7 +77,7 @@ def klaviyo_source(
     events_lookback_hours: float = 24.0,
     predictive_analytics: bool = False,
     members_full_refresh: bool = False,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     rate_share: float = 1.0,
     skip_forbidden: bool = False,
     until: str | datetime | None = None,
@@ -87,8 +91,10 @@ def klaviyo_source(
     events_lookback_hours: each run re-reads this much of the events before its cursor, for late events.
     predictive_analytics: also load profiles' predictive analytics (Klaviyo then allows 10x fewer requests).
     members_full_refresh: re-read whole list and segment memberships and replace them, so removals show.
-    concurrency: cursor chains read at once per table; rate_share: the share of the account's rate limits
-        this source may use (the rest stays for the account's other integrations).
+    concurrency: at most this many requests in flight per endpoint. None (default): as many as the pace
+        asks for, i.e. the rate Klaviyo allows times the latency of its answers, within a memory budget.
+    rate_share: the share of the account's rate limits this source may use (the rest stays for the
+        account's other integrations).
     skip_forbidden: a table the key has no scope for is skipped with a warning instead of failing the run.
     until: cursors advance only up to this instant (chunked backfills); default: the run's start.
     strict: a record that does not fit its table (sent the same way twice) fails the run, loading nothing;
@@ -116,19 +122,20 @@ def klaviyo_source(
         )
     if not 0 < rate_share <= 1:
         raise ConfigurationError(f"rate_share must be in (0, 1], got {rate_share}.")
-    if not 1 <= int(concurrency) <= 64:
-        raise ConfigurationError(f"concurrency must be between 1 and 64, got {concurrency}.")
+    if concurrency is not None and not 1 <= int(concurrency) <= MAX_CHAINS:
+        raise ConfigurationError(f"concurrency must be between 1 and {MAX_CHAINS} (or unset), got {concurrency}.")
     if events_lookback_hours < 0:
         raise ConfigurationError(f"events_lookback_hours must not be negative, got {events_lookback_hours}.")
     tables = _tables(resources)
 
     ctx = RunContext(
-        client=KlaviyoClient(api_key, base_url, revision, pool_size=PARALLEL_TABLES * int(concurrency)),
+        client=KlaviyoClient(api_key, base_url, revision, pool_size=HTTP_POOL),
         governors=_governors(api_key, base_url, rate_share),
         start=start,
         until=upper,
         stateless=end is not None,
-        concurrency=int(concurrency),
+        concurrency=None if concurrency is None else int(concurrency),
+        budget=Budget(),
         overlaps={"events": timedelta(hours=events_lookback_hours)},
         predictive_analytics=predictive_analytics,
         skip_forbidden=skip_forbidden,
@@ -136,7 +143,21 @@ def klaviyo_source(
         revision=revision,
         strict=strict,
     )
+    _settle_pending()
     return build_resources(ctx, tables)
+
+
+def _settle_pending() -> None:
+    """`pipeline.run(klaviyo_source(...))` loads what a killed run left before anything else: make that safe.
+
+    The source is built before the run starts, so this is the last moment before dlt loads it (see
+    first_load.settle_appends). Only the active pipeline is looked at; none is created.
+    """
+    context = Container()[PipelineContext]
+    if context.is_active():
+        pipeline = context.pipeline()
+        if isinstance(pipeline, dlt.Pipeline) and pipeline.has_pending_data:
+            settle_appends(pipeline)
 
 
 _REGISTRIES: dict[tuple[str, str, float], GovernorRegistry] = {}

@@ -25,6 +25,7 @@ from dlt.common.typing import TRefreshMode
 
 from klaviyo_source import ConfigurationError, klaviyo_source
 from klaviyo_source.endpoints import BY_TABLE, Mode
+from klaviyo_source.first_load import settle_appends
 from klaviyo_source.windows import parse_instant
 
 log = logging.getLogger("klaviyo_source")
@@ -55,6 +56,7 @@ def finish_pending(pipeline: dlt.Pipeline) -> LoadInfo | None:
     if not pipeline.has_pending_data:
         return None
     log.info("loading the data a previous run left pending")
+    settle_appends(pipeline)
     info = pipeline.run(loader_file_format=LOADER_FILE_FORMAT)
     if info is not None:  # None when, after syncing with the destination, dlt had nothing left to load
         info.raise_on_failed_jobs()

@@ -1,10 +1,15 @@
-"""Runs many serial cursor chains at once and streams their pages out in bounded memory.
+"""Runs many serial cursor chains at once, as many as the API's pace asks for, in bounded memory.
 
 A Klaviyo cursor chain is serial (page N+1 needs page N's `links.next`), so speed comes from running
-several chains over disjoint windows or parents. Tasks here may add tasks (a window that turns out to be
-large splits its remainder while workers are idle), which a plain executor.map cannot express; results
-pass through a bounded queue so a slow consumer (dlt writing files) holds the workers back instead of
-letting pages pile up in memory.
+several chains over disjoint windows or parents. How many requests are worth having in flight is not a
+constant: it is the rate Klaviyo allows times the time an answer takes (`Governor.inflight`), so the 8
+chains that ride the limit at 100 ms per answer use a tenth of it at one second. `Slots` holds an
+endpoint to that number, to the user's cap and to the run's memory budget for answers in hand; `TaskPool`
+runs the chains, a thread each, and whenever a slot is free and no chain waits it asks its `steal` hook for
+more work (windows.Plan splits off the largest remainder of a window). A plain executor cannot express
+tasks that create tasks or a pool that grows and shrinks with the pace, hence this module. Results pass
+through a bounded queue, so a slow consumer (dlt writing files) holds the workers back instead of letting
+pages pile up in memory.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ _DONE = object()
 # the pages other threads hold, and full collections then ran every couple of pages: measured at 40% of
 # extraction time for 300k events. While pools run, young collections wait for this many allocations.
 YOUNG_GC_THRESHOLD = 50_000
+# Answers a run may hold at once (requests in flight and pages not yet handed to dlt), all endpoints
+# together. A 1,000-event page is about 0.8 MB of JSON and as much again while it becomes Arrow, so this
+# allows about 120 such pages: 60 pages a second (Klaviyo's steady limit for events) at 2 s per answer.
+MEMORY_BUDGET = 192 * 2**20
+RESULTS_BUFFERED = 8  # pages handed over but not yet taken by the consumer
 
 
 class _GcThreshold:
@@ -59,44 +69,126 @@ class _GcThreshold:
 _gc_threshold = _GcThreshold()
 
 
-class TaskPool(Generic[T]):
-    """`workers` threads run tasks; `results()` yields what they produce, in completion order."""
+class Budget:
+    """Bytes of answers a run may hold at once, shared by the slots of every endpoint it reads."""
 
-    def __init__(self, workers: int, buffered: int | None = None) -> None:
+    def __init__(self, total: int = MEMORY_BUDGET) -> None:
+        self.total = total
+        self.held = 0
+        self.cond = threading.Condition()
+
+
+class Slots:
+    """Steps (one request and its page) of one endpoint in progress at once, shared by all its pools.
+
+    The number follows the endpoint's pace (`target`, re-read on every decision, so it grows when answers
+    turn out slow and shrinks after a 429 or when the minute's budget runs low), never above the user's
+    `cap`, and each step reserves an answer's typical size from the run's memory budget.
+    """
+
+    def __init__(
+        self,
+        target: Callable[[], int],
+        page_bytes: Callable[[], float],
+        budget: Budget,
+        cap: int | None = None,
+    ) -> None:
+        self._target = target
+        self._page_bytes = page_bytes
+        self.budget = budget
+        self.cap = cap
+        self.busy = 0
+        self.peak = 0  # most steps in progress at once, for progress reports and benchmarks
+
+    def limit(self) -> int:
+        target = self._target()
+        if self.cap is not None:
+            target = min(target, self.cap)
+        return max(1, min(target, int(self.budget.total // max(self._page_bytes(), 1.0))))
+
+    def free(self) -> int:
+        with self.budget.cond:
+            return self.limit() - self.busy
+
+    def acquire(self, stop: threading.Event) -> int | None:
+        """Waits for a slot; the bytes it reserved, or None when `stop` was set meanwhile."""
+        size = int(self._page_bytes())
+        cond = self.budget.cond
+        with cond:
+            while not stop.is_set():
+                fits = self.budget.held + size <= self.budget.total or self.busy == 0
+                if fits and self.busy < self.limit():
+                    self.busy += 1
+                    self.budget.held += size
+                    self.peak = max(self.peak, self.busy)
+                    return size
+                # the target also moves with time (a new minute's budget), not only on release
+                cond.wait(0.1)
+        return None
+
+    def release(self, size: int) -> None:
+        with self.budget.cond:
+            self.busy -= 1
+            self.budget.held -= size
+            self.budget.cond.notify_all()
+
+
+class TaskPool(Generic[T]):
+    """Runs tasks, one thread each (at most `workers` threads); `results()` yields what they produce.
+
+    A task is a generator; each item it yields is one step (a page). With `slots`, every step holds a slot
+    of its endpoint until its item is handed over, and whenever the slots allow more steps than this pool's
+    threads are ready to take, `steal` is asked for another task (None: nothing worth splitting).
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        slots: Slots | None = None,
+        steal: Callable[[], Task[T] | None] | None = None,
+        buffered: int = RESULTS_BUFFERED,
+    ) -> None:
         self.workers = max(1, workers)
+        self.slots = slots
+        self._steal = steal
         self._pending: deque[Task[T]] = deque()
-        self._running = 0
+        self._threads = 0  # alive
+        self._spawned = 0  # ever started
+        self._alive: set[threading.Thread] = set()
+        self._holding = 0  # threads inside a step (holding a slot)
         self._cond = threading.Condition()
-        self._out: queue.Queue[object] = queue.Queue(maxsize=buffered or 2 * self.workers)
+        self._out: queue.Queue[object] = queue.Queue(maxsize=buffered)
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        self._started = False
 
     def submit(self, task: Task[T]) -> None:
         with self._cond:
             self._pending.append(task)
-            self._cond.notify()
-
-    def idle(self) -> int:
-        """Workers that would pick up a new task right now: a chain may split when this is positive."""
-        with self._cond:
-            return self.workers - self._running - len(self._pending)
+        if self._started:
+            self._grow()
 
     def results(self, tasks: Iterable[Task[T]]) -> Iterator[T]:
         with _gc_threshold.raised():
             yield from self._results(tasks)
 
     def _results(self, tasks: Iterable[Task[T]]) -> Iterator[T]:
-        for task in tasks:
-            self.submit(task)
-        threads = [threading.Thread(target=self._work, daemon=True, name=f"klaviyo-{i}") for i in range(self.workers)]
-        for thread in threads:
-            thread.start()
-        finished = 0
+        with self._cond:
+            self._pending.extend(tasks)
+            self._started = True
+        self._grow()
+        ended = 0  # threads whose final marker arrived: everything they produced came before it
         try:
-            while finished < len(threads):
+            while True:
                 item = self._out.get()
                 if item is _DONE:
-                    finished += 1
+                    ended += 1
+                    with self._cond:
+                        finished = ended == self._spawned
+                        if finished and (not self._pending or self._stop.is_set()):
+                            break
+                    if finished:  # a task was added as the last thread left: start one for it
+                        self._grow()
                     continue
                 yield item  # type: ignore[misc]
             if self._error is not None:
@@ -105,34 +197,84 @@ class TaskPool(Generic[T]):
             self._stop.set()
             with self._cond:
                 self._cond.notify_all()
-            self._drain(threads)
+            self._drain()
+
+    # --- threads ------------------------------------------------------------------------------------
+
+    def _grow(self) -> None:
+        """Starts threads for waiting tasks, or steals work, while the slots allow more steps than run."""
+        while not self._stop.is_set():
+            with self._cond:
+                if self._threads >= self.workers:
+                    return
+                ready = self._threads - self._holding  # started, about to ask for a slot
+                pending = bool(self._pending)
+                if not pending and self._threads == 0 and self._steal is None:
+                    return
+                first = self._threads == 0 and pending  # someone must run, whatever the slots say
+            if not first:
+                free = self.slots.free() if self.slots is not None else self.workers - ready
+                if free <= ready:
+                    return
+            if not pending:
+                task = self._steal() if self._steal is not None else None
+                if task is None:
+                    return
+                with self._cond:
+                    self._pending.append(task)
+            thread = threading.Thread(target=self._work, daemon=True, name=f"klaviyo-{id(self) % 10_000}")
+            with self._cond:
+                if self._stop.is_set():  # checked with the count, so a draining consumer sees every thread
+                    return
+                self._threads += 1
+                self._spawned += 1
+                self._alive.add(thread)
+            thread.start()
 
     def _work(self) -> None:
         try:
             while not self._stop.is_set():
                 with self._cond:
-                    while not self._pending and self._running and not self._stop.is_set():
-                        self._cond.wait(0.5)
-                    if self._stop.is_set() or not self._pending:
-                        self._cond.notify_all()  # nothing left anywhere: let the others finish too
+                    task = self._pending.popleft() if self._pending else None
+                    others_ready = self._threads - self._holding - 1
+                if task is None:
+                    # this thread's slot is free now: take the rest of a large window, unless others will
+                    if self._steal is None or (self.slots is not None and self.slots.free() <= others_ready):
                         return
-                    task = self._pending.popleft()
-                    self._running += 1
-                try:
-                    for item in task(self):
-                        if not self._put(item):
-                            return
-                except BaseException as exc:  # handed to the consumer, which re-raises it
-                    if self._error is None:
-                        self._error = exc
-                    self._stop.set()
-                    return
-                finally:
-                    with self._cond:
-                        self._running -= 1
-                        self._cond.notify_all()
+                    task = self._steal()
+                    if task is None:
+                        return
+                self._run(task)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            if self._error is None:
+                self._error = exc
+            self._stop.set()
         finally:
+            with self._cond:
+                self._threads -= 1
             self._put(_DONE, force=True)
+
+    def _run(self, task: Task[T]) -> None:
+        items = iter(task(self))
+        while not self._stop.is_set():
+            size = self.slots.acquire(self._stop) if self.slots is not None else 0
+            if size is None:
+                return
+            with self._cond:
+                self._holding += 1
+            try:
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+                if not self._put(item):
+                    return
+            finally:
+                with self._cond:
+                    self._holding -= 1
+                if self.slots is not None:
+                    self.slots.release(size)
+            self._grow()
 
     def _put(self, item: object, force: bool = False) -> bool:
         while force or not self._stop.is_set():
@@ -149,8 +291,17 @@ class TaskPool(Generic[T]):
         with contextlib.suppress(queue.Empty):
             self._out.get_nowait()
 
-    def _drain(self, threads: list[threading.Thread]) -> None:
-        while any(t.is_alive() for t in threads):
+    def _drain(self) -> None:
+        """Waits for every thread to end (each leaves a marker, for which room is made)."""
+        while True:
+            with self._cond:
+                running = self._threads
+                threads = list(self._alive)
+            if not running:  # every thread was started and has left its loop: wait for the last steps
+                for t in threads:
+                    t.join()
+                return
             self._drop_one()
             for t in threads:
-                t.join(0.05)
+                if t.ident is not None:  # started
+                    t.join(0.05)

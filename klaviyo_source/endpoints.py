@@ -81,6 +81,7 @@ class Endpoint:
     included: dict[str, str] = field(default_factory=dict)
     membership: bool = False  # rows are (parent_key, profile_id, joined_group_at), not whole resources
     since: dict[str, str] = field(default_factory=dict)
+    immutable: bool = False  # a record never changes once written: a first load appends (first_load.py)
 
     def sends(self, parameter: str, revision: str) -> bool:
         """Whether `parameter` exists at `revision` (a date, maybe with a suffix; dates compare as text)."""
@@ -97,7 +98,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("accounts", "/accounts", ("accounts:read",), XS, None),
     Endpoint(
         "events", "/events", ("events:read",), XL, 1000, Mode.WINDOW, cursor="datetime",
-        overlap=timedelta(hours=24), since={"page[size]": "2026-01-15"},
+        overlap=timedelta(hours=24), since={"page[size]": "2026-01-15"}, immutable=True,
     ),
     Endpoint(
         "profiles", "/profiles", ("profiles:read",), L, 100, Mode.WINDOW, cursor="updated",

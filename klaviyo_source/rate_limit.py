@@ -7,6 +7,12 @@ in the same windows Klaviyo uses, keeps a configurable share of the quota for th
 integrations, lowers its budget when `RateLimit-Remaining` says others are using it, and stops every
 thread for `Retry-After` seconds when Klaviyo throttles anyway. No library does fixed-window,
 header-fed, shared throttling of this kind, hence this module.
+
+The governor also knows the pace of its endpoint, so it says how many requests are worth having in flight
+(`inflight`): the rate Klaviyo allows times the time an answer takes. One request at a time gets one page per
+latency; at 1 s per answer that is 1 of the 75 requests a second profiles may have. The rate is the burst
+allowance while the minute's budget lasts (the fastest schedule under fixed windows is to spend the budget at
+once), never more than is left of that budget (others' use included), and halved after each 429.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 
 from klaviyo_source.endpoints import Tier
@@ -25,6 +32,16 @@ STEADY_SECONDS = 60.0
 # 2% of 1,000 member requests answered 429 at 100 ms latency, all at window edges.
 INITIAL_MARGIN = 0.25
 MAX_MARGIN = 0.5
+# Before the first answer the latency is unknown: assume a second (a large Klaviyo page), so that a first load
+# starts with enough chains at high latency; at low latency the surplus costs one short request per chain.
+DEFAULT_LATENCY = 1.0
+# The latency that sizes the requests in flight is a low quantile of the last answers: when our own CPU is
+# the bottleneck, answers wait for a thread to read them and look slower than Klaviyo is; more requests in
+# flight would not help then, only hold more memory.
+LATENCY_SAMPLES = 64
+LATENCY_QUANTILE = 0.25
+SIZE_WEIGHT = 0.1  # of each new answer in the running average of answer sizes
+RECOVERY = 0.02  # of the in-flight share regained per answer after a 429 halved it
 
 
 class Governor:
@@ -52,6 +69,11 @@ class Governor:
         self._sent = threading.local()  # when this thread's request was admitted
         self.margin = INITIAL_MARGIN
         self.waited = 0.0  # seconds threads spent waiting here, for progress reports
+        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)  # seconds from sending to the last byte
+        self.latency: float | None = None  # their low quantile (see LATENCY_QUANTILE)
+        self.page_bytes: float | None = None  # running average of an answer's size (decompressed)
+        self.throttles = 0  # 429 answers seen
+        self._backoff = 1.0  # share of the in-flight target; halved by each 429, regained answer by answer
 
     def _roll(self, now: float) -> None:
         burst_start = math.floor(now / BURST_SECONDS) * BURST_SECONDS
@@ -129,6 +151,32 @@ class Governor:
             if until > self._blocked_until:
                 self._blocked_until = until
             self._steady_end = min(self._steady_end, until)
+            self.throttles += 1
+            self._backoff = max(0.05, self._backoff / 2)
+
+    def answered(self, seconds: float, size: int) -> None:
+        """An answer took `seconds` from sending to its last byte and was `size` bytes long (decompressed)."""
+        with self._lock:
+            self._latencies.append(seconds)
+            self.latency = sorted(self._latencies)[int(LATENCY_QUANTILE * (len(self._latencies) - 1))]
+            if self.page_bytes is None:
+                self.page_bytes = float(size)
+            else:
+                self.page_bytes += SIZE_WEIGHT * (size - self.page_bytes)
+            self._backoff = min(1.0, self._backoff + RECOVERY)
+
+    def inflight(self, latency: float | None = None) -> int:
+        """Requests worth having in flight now: allowed rate x latency, within what is left of the minute.
+
+        `latency` is the caller's guess while no answer has come back yet.
+        """
+        with self._lock:
+            self._roll(self._clock())
+            seconds = self.latency if self.latency is not None else (latency or DEFAULT_LATENCY)
+            filling = math.ceil(self.burst_cap * seconds * self._backoff)
+            left = self.steady_cap - self._steady_used
+            # one more than the formula, so that a request is already on its way when one is answered
+            return max(1, min(filling, left)) + 1
 
 
 def _first_int(value: str | None) -> int | None:
@@ -156,3 +204,9 @@ class GovernorRegistry:
             if governor is None:
                 governor = self._governors[key] = Governor(tier, self.share)
             return governor
+
+    def latency(self) -> float | None:
+        """The latency other endpoints of the account have seen: a better first guess than a constant."""
+        with self._lock:
+            known = [g.latency for g in self._governors.values() if g.latency is not None]
+        return sum(known) / len(known) if known else None

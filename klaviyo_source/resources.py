@@ -25,17 +25,22 @@ from dlt.extract.resource import DltResource
 
 from klaviyo_source import set_aside
 from klaviyo_source.client import KlaviyoClient, Page
-from klaviyo_source.concurrency import Task, TaskPool
+from klaviyo_source.concurrency import Budget, Slots, Task, TaskPool
 from klaviyo_source.endpoints import ENDPOINTS, PREDICTIVE_TIER, Endpoint, Mode
 from klaviyo_source.errors import InvalidRecordError, KlaviyoAPIError, MissingScopeError
+from klaviyo_source.first_load import mark_appended, table_is_empty
 from klaviyo_source.rate_limit import Governor, GovernorRegistry
 from klaviyo_source.rows import SHAPES
 from klaviyo_source.validate import CheckedPage, PageCheck
-from klaviyo_source.windows import SECOND, Window, estimate_pages, parse_instant
+from klaviyo_source.windows import Plan, Span, Window, parse_instant, plan
 
 log = logging.getLogger("klaviyo_source")
 
 PROGRESS_EVERY = 10.0  # seconds between progress lines of a long resource
+MAX_CHAINS = 256  # threads of one read; how many of them send requests at once is the slots' decision
+# An answer in hand costs about twice its JSON: the body, then its parsed form or Arrow table.
+HELD_PER_BYTE = 2.0
+RECORD_BYTES = 1000  # guessed size of a record until the first answers tell
 
 
 @dataclass
@@ -47,7 +52,8 @@ class RunContext:
     start: datetime | None  # lower bound of a first run (or of a fixed interval)
     until: datetime  # upper bound of every window this run: end_date, or the run's start
     stateless: bool  # an explicit end_date: read [start, end) and leave the cursors alone
-    concurrency: int
+    concurrency: int | None  # the user's cap on requests in flight per endpoint; None: as the pace asks
+    budget: Budget  # memory for answers in hand, shared by every endpoint of the run
     overlaps: dict[str, timedelta]
     predictive_analytics: bool
     skip_forbidden: bool
@@ -62,9 +68,10 @@ class RunContext:
 class Progress:
     """Rows and pages per table, logged every few seconds on long runs."""
 
-    def __init__(self, table: str, governor: Governor) -> None:
+    def __init__(self, table: str, governor: Governor, slots: Slots) -> None:
         self.table = table
         self.governor = governor  # its waits tell whether Klaviyo's rate limit or our side sets the pace
+        self.slots = slots
         self.rows = self.pages = 0
         self._lock = threading.Lock()
         self._started = self._last = time.monotonic()
@@ -77,8 +84,9 @@ class Progress:
             if now - self._last >= PROGRESS_EVERY:
                 self._last = now
                 rate = self.rows / max(now - self._started, 1e-9)
-                log.info("%s: %s rows in %s pages so far (%.0f rows/s; threads waited %.0f s on the rate limit)",
-                         self.table, f"{self.rows:,}", f"{self.pages:,}", rate, self.governor.waited)
+                log.info("%s: %s rows in %s pages so far (%.0f rows/s; %d requests in flight of %d wanted; "
+                         "threads waited %.0f s on the rate limit)", self.table, f"{self.rows:,}",
+                         f"{self.pages:,}", rate, self.slots.busy, self.slots.limit(), self.governor.waited)
 
 
 class EndpointReader:
@@ -97,9 +105,17 @@ class EndpointReader:
             params["page[size]"] = str(endpoint.page_size)
         self.params = {name: value for name, value in params.items() if endpoint.sends(name, ctx.revision)}
         self.governor: Governor = ctx.governors.get(key, tier)
-        self.progress = Progress(endpoint.table, self.governor)
+        self.slots = Slots(self._inflight, self._page_bytes, ctx.budget, ctx.concurrency)
+        self.progress = Progress(endpoint.table, self.governor, self.slots)
         self.check = PageCheck(endpoint)
         self.windowed = endpoint.mode is Mode.WINDOW and not (endpoint.membership and ctx.members_full_refresh)
+
+    def _inflight(self) -> int:
+        return self.governor.inflight(self.ctx.governors.latency())
+
+    def _page_bytes(self) -> float:
+        size = self.governor.page_bytes or (self.ep.page_size or 100) * RECORD_BYTES
+        return HELD_PER_BYTE * size
 
     # --- what to read -------------------------------------------------------------------------------
 
@@ -110,17 +126,33 @@ class EndpointReader:
             return
         cursors: dict[str, str] = dlt.current.resource_state().setdefault("cursors", {})
         tasks = []
+        spans = Plan(self.ep.page_size or 100)
+        # A first load (or a fixed interval) is large and of unknown shape: split it up front into as many
+        # windows as requests are worth having in flight. Later runs read what changed since the last one,
+        # usually a page or two, so they start with one window and split only what proves large.
+        share = max(1, self.slots.limit() // len(partitions))
         for key, fixed_filter, parent_id in partitions:
             if self.windowed:
                 window = self._window(cursors.get(key))
                 if window is None:
                     continue
-                tasks.append(self._window_task(window, fixed_filter, parent_id))
+                parts = share if key not in cursors or self.ctx.stateless else 1
+                for span in spans.add(plan(window, parts), (fixed_filter, parent_id)):
+                    tasks.append(self._span_task(spans, span))
             else:
                 tasks.append(self._chain_task(fixed_filter, parent_id))
-        pool: TaskPool[Any] = TaskPool(min(self.ctx.concurrency, max(len(tasks), 1) * self._split_factor()))
+
+        def steal() -> Task[Any] | None:
+            span = spans.steal()
+            return self._span_task(spans, span) if span is not None else None
+
+        pool: TaskPool[Any] = TaskPool(MAX_CHAINS, self.slots, steal if self.windowed else None)
+        hints = self._append_hints(cursors, partitions)
         try:
-            yield from pool.results(tasks)
+            for item in pool.results(tasks):
+                if hints is not None and isinstance(item, pa.Table):  # the table's first page, before dlt
+                    item, hints = dlt.mark.with_hints(item, hints), None  # writes any of it
+                yield item
         except KlaviyoAPIError as exc:
             if exc.status == 403:
                 error = MissingScopeError(exc.endpoint, 403, exc.detail, exc.code, self.ep.table, self.ep.scopes)
@@ -129,13 +161,18 @@ class EndpointReader:
                     return
                 raise error from None
             raise
+        if spans.splits:
+            log.debug("%s: %d windows split off to idle chains", self.ep.table, spans.splits)
         if self.windowed and not self.ctx.stateless:
             for key, _, _ in partitions:
                 cursors[key] = self.ctx.until.isoformat()
 
-    def _split_factor(self) -> int:
-        """Windowed chains can split, so they may use every worker; plain chains use one each."""
-        return self.ctx.concurrency if self.windowed else 1
+    def _append_hints(self, cursors: dict[str, str], partitions: list[tuple[str, str | None, str | None]]) -> Any:
+        """Hints that make this read append, when it is the first load of an immutable table into an empty one."""
+        first = not self.ctx.stateless and not any(key in cursors for key, _, _ in partitions)
+        if self.ep.immutable and self.windowed and first and table_is_empty(self.ep.table):
+            return mark_appended(self.ep.table)
+        return None
 
     def _partitions(self, parent_ids: list[str]) -> list[tuple[str, str | None, str | None]]:
         """(cursor key, fixed filter, parent id) per independent query of this run."""
@@ -188,35 +225,39 @@ class EndpointReader:
 
         return run
 
-    def _window_task(self, window: Window, fixed_filter: str | None, parent_id: str | None) -> Task[Any]:
+    def _span_task(self, spans: Plan, span: Span) -> Task[Any]:
+        """Reads one window to its end, or to where another chain took over the rest (`spans.steal`)."""
         ep = self.ep
         field = ep.cursor
         assert field is not None
-        extra = {"filter": ",".join(window.filter(field, ep.strict_lower)), "sort": field}
+        fixed_filter, parent_id = span.key
+        sent = Window(span.lo, span.hi)
+        extra = {"filter": ",".join(sent.filter(field, ep.strict_lower)), "sort": field}
 
         def run(pool: TaskPool[Any]) -> Iterator[Any]:
-            for page in self._pages(fixed_filter, parent_id, extra):
-                checked = page.checked
-                assert checked is not None
-                cursors = checked.table.column(field)
-                if ep.strict_lower:
-                    checked.table = checked.table.filter(_within(cursors, window.lo, window.hi))
+            try:
+                for page in self._pages(fixed_filter, parent_id, extra):
+                    checked = page.checked
+                    assert checked is not None
                     cursors = checked.table.column(field)
-                more = bool((page.document.get("links") or {}).get("next"))
-                if more and len(cursors) > 1 and pool.idle() > 0:
-                    first, last = cursors[0].as_py(), cursors[-1].as_py()
-                    if first < last and window.hi - last >= 2 * SECOND:
-                        pages_left = estimate_pages(window, first, last)
-                        if pages_left >= 2:
-                            # Hand the rest of the window to idle workers. Rows at `last` may continue on
-                            # the next page, so they are left to the new window that starts there.
-                            checked.table = checked.table.filter(_within(cursors, None, last))
-                            yield from self._items(page, parent_id)
-                            rest = Window(last, window.hi)
-                            for sub in rest.split(min(int(pages_left), pool.idle() + 1)):
-                                pool.submit(self._window_task(sub, fixed_filter, parent_id))
-                            return
-                yield from self._items(page, parent_id)
+                    if not len(cursors):
+                        yield from self._items(page, parent_id)  # records set aside, if any
+                        return
+                    hi = spans.hi(span)
+                    last = cursors[-1].as_py()
+                    more = bool((page.document.get("links") or {}).get("next")) and last < hi
+                    size = len(cursors) if more else None
+                    if ep.strict_lower or hi < sent.hi:
+                        # rows below lo (greater-than sent a second early) or that another chain now reads
+                        checked.table = checked.table.filter(_within(cursors, span.lo, hi))
+                        cursors = checked.table.column(field)
+                    if len(cursors):
+                        spans.read(span, cursors[0].as_py(), cursors[-1].as_py(), len(cursors), size)
+                    yield from self._items(page, parent_id)
+                    if not more:
+                        return
+            finally:
+                spans.close(span)
 
         return run
 

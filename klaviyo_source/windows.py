@@ -1,21 +1,30 @@
 """Time windows on a cursor field: the unit of incremental reads, of concurrency and of exactly-once.
 
 A window is half-open, [lo, hi): a record belongs to exactly one window of a split, so windows read at
-the same time never double a record at their edges. A chain that finds its window large while workers
-are idle hands the rest of its window to them (split on demand), which balances skewed data (a burst of
-orders, years of sparse history) without knowing the distribution up front.
+the same time never double a record at their edges. A first load plans its windows up front, as many as
+requests are worth having in flight, so every chain is busy from the first second (`plan`); from then on
+each chain's pages tell how dense its window is, and a chain that has nothing left to read takes the back
+half of the window with the most rows still ahead (`Plan.steal`). That balances skewed data (a burst of
+orders, years of sparse history) without knowing the distribution up front, at the cost of at most one
+partly filled page per split.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from itertools import pairwise
+from typing import Any
 
 from klaviyo_source.datetimes import parse_datetime
 
 SECOND = timedelta(seconds=1)
+# Where a first load without a start date splits: the last year evenly (where most of an account's data
+# is), everything before it as one more window, which idle chains split once its first page shows its
+# density. Probing for the oldest record first would cost a whole round trip before any chain starts.
+HORIZON = timedelta(days=365)
 
 
 def parse_instant(value: str | datetime) -> datetime:
@@ -72,7 +81,115 @@ class Window:
                 yield Window(a, b)
 
 
-def estimate_pages(window: Window, first: datetime, last: datetime) -> float:
-    """Pages left in [last, hi) if data stays as dense as the page that covered [first, last]."""
-    covered = max((last - first).total_seconds(), 1.0)
-    return (window.hi - last).total_seconds() / covered
+def plan(window: Window, parts: int, horizon: timedelta = HORIZON) -> list[Window]:
+    """`window` in up to `parts` windows to read at once, split evenly on whole seconds."""
+    if parts <= 1:
+        return [window]
+    if window.lo is None:
+        edge = window.hi - horizon
+        return [Window(None, edge), *Window(edge, window.hi).split(parts - 1)]
+    return list(window.split(parts))
+
+
+# A page that shows its span dense lets up to this many page-sized pieces of what follows be read at once,
+# before any of them is: data comes in bursts (a campaign send), and a burst read one page per round trip
+# by one chain would set the pace of the whole table. A burst that ends sooner costs one short request
+# per piece too many.
+SPECULATIVE_PIECES = 8
+BURST = 3.0  # a page this many times denser than the average so far is a burst
+
+
+@dataclass(eq=False)
+class Span:
+    """A window one chain reads, as far as it has got. `hi` moves down when another chain takes the rest."""
+
+    lo: datetime | None
+    hi: datetime
+    key: Any = None  # what else the chain needs (its partition), passed on to spans split off it
+    at: datetime | None = None  # cursor of the last row read
+    density: float | None = None  # rows per second of cursor where this span reads now (or is expected to)
+    pieces: int = 0  # page-sized pieces that may still be cut off at that density before one is read
+
+
+@dataclass
+class Plan:
+    """The open spans of one read and the stealing of their remainders; thread-safe.
+
+    An idle chain takes work from the span with the most rows ahead. A span that has read a full page knows
+    the density where it reads now, so what follows is cut into page-sized pieces at that density (a burst
+    is read by several chains at once); a span nothing is known of is estimated at the average density
+    seen so far and cut in halves. Either way every cut leaves each side at least a second and a page.
+    """
+
+    page_size: int
+    _open: set[Span] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _rows: int = 0  # rows read by every span, over
+    _covered: float = 0.0  # the seconds of cursor they spanned: the average density
+    splits: int = 0
+
+    def add(self, windows: list[Window], key: Any = None) -> list[Span]:
+        spans = [Span(w.lo, w.hi, key) for w in windows]
+        with self._lock:
+            self._open.update(spans)
+        return spans
+
+    def hi(self, span: Span) -> datetime:
+        with self._lock:
+            return span.hi
+
+    def read(self, span: Span, first: datetime, last: datetime, rows: int, page: int | None = None) -> None:
+        """A page of `span` gave `rows` rows with cursors from `first` to `last`; `page` is the size of the
+        page as answered when more pages follow (None: it was the span's last page)."""
+        with self._lock:
+            self._rows += rows
+            self._covered += max((last - (span.at or span.lo or first)).total_seconds(), 1.0)
+            span.at = last
+            if page is None:  # nothing left to take from it
+                self._open.discard(span)
+                return
+            self.page_size = page  # what the endpoint answers (the page size asked for, or its default)
+            span.density = rows / max((last - first).total_seconds(), 1.0)
+            span.pieces = SPECULATIVE_PIECES
+
+    def close(self, span: Span) -> None:
+        with self._lock:
+            self._open.discard(span)
+
+    def steal(self) -> Span | None:
+        """A piece of the open span with the most rows ahead (at least two pages), or None."""
+        with self._lock:
+            average = self._rows / self._covered if self._covered else None
+            best: Span | None = None
+            most = 2.0 * self.page_size
+            for span in self._open:
+                start = span.at or span.lo
+                density = span.density if span.pieces else average
+                if start is None or not density or span.hi - start < 2 * SECOND:
+                    continue
+                ahead = density * (span.hi - start).total_seconds()
+                if ahead >= most:
+                    best, most = span, ahead
+            if best is None:
+                return None
+            start = best.at or best.lo
+            assert start is not None
+            remaining = (best.hi - start).total_seconds()
+            density = best.density if best.pieces else None
+            if density and average and density > BURST * average:
+                # a burst: keep a page of it, let the next chain start right behind (it may end any moment)
+                keep = min(self.page_size / density, remaining / 2)
+                taken = Span(start, best.hi, best.key, density=density, pieces=best.pieces - 1)
+                best.pieces = 0
+            else:  # as dense as elsewhere: halves, each of which may be halved again before it is read
+                keep = remaining / 2
+                best.pieces = max(0, best.pieces - 1)
+                taken = Span(start, best.hi, best.key, density=density, pieces=best.pieces)
+            cut = start + timedelta(seconds=max(1, round(keep)))
+            if cut >= best.hi:
+                return None
+            taken.lo, best.hi = cut, cut
+            self._open.add(taken)
+            self.splits += 1
+            return taken
+

@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-days", type=float, default=None,
                         help="commit a long first load of events/profiles in chunks of this many days")
     parser.add_argument("--events-lookback-hours", type=float, default=None)
-    parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="at most this many requests in flight per endpoint (default: as the pace asks for)")
     parser.add_argument("--members-full-refresh", action="store_true",
                         help="re-read whole memberships so removed members disappear")
     parser.add_argument("--predictive-analytics", action="store_true")

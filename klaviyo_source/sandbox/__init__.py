@@ -39,6 +39,7 @@ class Sandbox:
         *,
         rate_limits: Any = "real",
         latency: float = 0.0,
+        latency_per_mb: float = 0.0,
         faults: list[dict[str, Any]] | None = None,
         mode: str = "thread",
         anchor: datetime | None = None,
@@ -60,6 +61,7 @@ class Sandbox:
         self._settings: dict[str, Any] = {
             "rate_limits": rate_limits,
             "latency": latency,
+            "latency_per_mb": latency_per_mb,
             "faults": faults or [],
         }
         self._server: SandboxServer | None = None
@@ -169,8 +171,11 @@ class Sandbox:
         latency: float | None = None,
         rate_limits: Any = None,
         faults: list[dict[str, Any]] | None = None,
+        latency_per_mb: float | None = None,
+        gzip: bool | None = None,
     ) -> dict[str, Any]:
-        """Change latency (s), rate limits ("real", "off", multiplier, {endpoint: (burst, steady)}), faults.
+        """Change latency (s before a request arrives, plus latency_per_mb s per MB of JSON answered), rate
+        limits ("real", "off", multiplier, {endpoint: (burst, steady)}), faults, gzip answers (default on).
 
         Arguments left as None keep their current value; `faults=[]` clears faults.
         """
@@ -181,6 +186,10 @@ class Sandbox:
             settings["rate_limits"] = rate_limits
         if faults is not None:
             settings["faults"] = faults
+        if latency_per_mb is not None:
+            settings["latency_per_mb"] = latency_per_mb
+        if gzip is not None:
+            settings["gzip"] = gzip
         return self._admin("POST", "configure", settings)
 
     def clear_faults(self) -> None:

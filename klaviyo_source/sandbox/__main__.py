@@ -1,7 +1,7 @@
 """CLI: serve a Klaviyo sandbox until Ctrl-C.
 
     python -m klaviyo_source.sandbox --port 8765 --seed 1 --events 100000 --profiles 10000 \
-        [--<size> N ...] [--rate-limits real|off|<multiplier>] [--latency 0.1] [--print-key]
+        [--<size> N ...] [--rate-limits real|off|<multiplier>] [--latency 0.1] [--latency-per-mb 0.25] [--print-key]
 
 Prints `base_url=...` (and `api_key=...` with --print-key) once the data is built and the port is open.
 """
@@ -31,7 +31,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--account-id", default="AbC123")
     p.add_argument("--anchor", type=datetime.fromisoformat, default=None, help="ISO datetime the data ends at")
     p.add_argument("--rate-limits", type=rate_limits_arg, default="real", help="real, off or a multiplier")
-    p.add_argument("--latency", type=float, default=0.0, help="seconds added to every /api answer")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds before every /api request arrives")
+    p.add_argument("--latency-per-mb", type=float, default=0.0, help="more seconds per MB of JSON answered")
     p.add_argument("--faults", type=json.loads, default=None, help="JSON list of fault settings")
     p.add_argument("--print-key", action="store_true", help="print the full-scope API key")
     defaults = Sizes()
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         rate_limits=args.rate_limits,
         latency=args.latency,
+        latency_per_mb=args.latency_per_mb,
         faults=args.faults,
         seed=args.seed,
     )

@@ -72,26 +72,21 @@ class Fault:
 class Faults:
     """The sandbox's fault settings and the per-request dice; thread-safe."""
 
-    def __init__(self, seed: int = 0, latency: float = 0.0, faults: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, seed: int = 0, faults: list[dict[str, Any]] | None = None) -> None:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
-        self.latency = float(latency)
         self.faults: list[Fault] = [Fault.from_dict(f) for f in faults or ()]
 
-    def configure(self, latency: float | None = None, faults: list[dict[str, Any]] | None = None) -> None:
-        """Change latency and/or replace the fault list (an empty list clears all faults)."""
+    def configure(self, faults: list[dict[str, Any]] | None = None) -> None:
+        """Replace the fault list (an empty list clears all faults)."""
         parsed = None if faults is None else [Fault.from_dict(f) for f in faults]
         with self._lock:
-            if latency is not None:
-                if latency < 0:
-                    raise ValueError("latency must be >= 0")
-                self.latency = float(latency)
             if parsed is not None:
                 self.faults = parsed
 
     def settings(self) -> dict[str, Any]:
         with self._lock:
-            return {"latency": self.latency, "faults": [f.to_dict() for f in self.faults]}
+            return {"faults": [f.to_dict() for f in self.faults]}
 
     def roll(self, path: str) -> list[Fault]:
         """Count one /api request and return the faults that fire for it (in configuration order)."""

@@ -1,7 +1,8 @@
 """The sandbox's HTTP layer: a threaded HTTP/1.1 server that answers like Klaviyo's /api.
 
 Per request: faults and latency, routing, auth (key + scopes), revision header, rate limits, validation
-against the spec rules, then the store's answer rendered as JSON:API with orjson. `/__admin/` is a small
+against the spec rules, then the store's answer rendered as JSON:API with orjson, gzip-compressed when the
+client asks (network.py). `/__admin/` is a small
 control API for tests and benchmarks (no Klaviyo auth, loopback only).
 """
 
@@ -12,7 +13,6 @@ import socket
 import struct
 import sys
 import threading
-import time
 import traceback
 import uuid
 from collections import Counter
@@ -29,6 +29,7 @@ from klaviyo_source.sandbox import aggregates
 from klaviyo_source.sandbox.faults import PRE_KINDS, Faults, malform
 from klaviyo_source.sandbox.limits import RateLimiter, retry_after_detail
 from klaviyo_source.sandbox.model import StoreError
+from klaviyo_source.sandbox.network import Network
 from klaviyo_source.sandbox.rules import ApiError, Route, Rules
 
 JSON_API = "application/vnd.api+json"
@@ -114,6 +115,7 @@ class SandboxServer:
         port: int = 0,
         rate_limits: Any = "real",
         latency: float = 0.0,
+        latency_per_mb: float = 0.0,
         faults: list[dict[str, Any]] | None = None,
         seed: int = 0,
         api_key: str | None = None,
@@ -122,7 +124,8 @@ class SandboxServer:
         self.account = account
         self.rules = Rules()
         self.limiter = RateLimiter(rate_limits)
-        self.faults = Faults(seed=seed, latency=latency, faults=faults)
+        self.faults = Faults(seed=seed, faults=faults)
+        self.network = Network(latency=latency, latency_per_mb=latency_per_mb)
         self.stats = Stats()
         self.api_key = api_key or new_key()
         self._keys = {self.api_key: KeyInfo(account, frozenset(self.rules.all_scopes))}
@@ -148,14 +151,15 @@ class SandboxServer:
             return self._keys.get(key)
 
     def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
-        """Apply {latency?, rate_limits?, faults?}; answer the resulting settings."""
-        unknown = set(settings) - {"latency", "rate_limits", "faults"}
+        """Apply {latency?, latency_per_mb?, gzip?, rate_limits?, faults?}; answer the resulting settings."""
+        unknown = set(settings) - {"latency", "latency_per_mb", "gzip", "rate_limits", "faults"}
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}")
         if "rate_limits" in settings:
             self.limiter.configure(settings["rate_limits"])
-        self.faults.configure(latency=settings.get("latency"), faults=settings.get("faults"))
-        return {**self.faults.settings(), "rate_limits": self.limiter.mode}
+        self.network.configure(settings.get("latency"), settings.get("latency_per_mb"), settings.get("gzip"))
+        self.faults.configure(faults=settings.get("faults"))
+        return {**self.network.settings(), **self.faults.settings(), "rate_limits": self.limiter.mode}
 
     def start(self) -> SandboxServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="klaviyo-sandbox", daemon=True)
@@ -259,14 +263,20 @@ class _Handler(BaseHTTPRequestHandler):
     def handle_api(self, method: str, path: str, query_string: str, body: bytes) -> None:
         """Answer one /api request; stats are counted before the answer leaves, so clients see them."""
         sb = self.sandbox
+        sb.network.arrive()
+        try:
+            self.answer_api(method, path, query_string, body)
+        finally:
+            sb.network.leave()
+
+    def answer_api(self, method: str, path: str, query_string: str, body: bytes) -> None:
+        sb = self.sandbox
         template = path
         headers: dict[str, str] = {}
         counted: dict[str, str] = {}  # RateLimit-* of a request the limiter counted, sent with any answer
         truncate = False
         try:
             fired = sb.faults.roll(path)
-            if sb.faults.latency:
-                time.sleep(sb.faults.latency)
             post_faults = []
             for fault in fired:
                 sb.stats.fault(fault.kind)
@@ -298,8 +308,10 @@ class _Handler(BaseHTTPRequestHandler):
             traceback.print_exc(file=sys.stderr)
             status = 500
             payload = error_body(500, "error", _TITLES[500], "Internal error.")
+        sb.network.produce(len(payload))
+        payload, encoding = sb.network.encode(payload, self.headers.get("Accept-Encoding"))
         sb.stats.count(method, template, status)
-        self.send(status, payload, headers, truncate=truncate)
+        self.send(status, payload, {**headers, **encoding}, truncate=truncate)
 
     def authorize(self, route: Route) -> tuple[str, date]:
         """401 without a valid key, 400 for a bad revision, 403 when the key lacks a scope; the account and
@@ -420,9 +432,10 @@ class _Handler(BaseHTTPRequestHandler):
             if (method, action) == ("GET", "health"):
                 result = {"status": "ok", "base_url": sb.base_url, "account": sb.account}
             elif (method, action) == ("GET", "stats"):
-                result = sb.stats.snapshot()
+                result = {**sb.stats.snapshot(), **sb.network.stats()}
             elif (method, action) == ("POST", "reset-stats"):
                 sb.stats.reset()
+                sb.network.reset_stats()
                 result = {"ok": True}
             elif (method, action) == ("POST", "configure"):
                 result = sb.configure(args)

@@ -1,24 +1,34 @@
 """Extraction benchmark: the connector against the lower bound Klaviyo's rate limits and our CPU allow.
 
-Starts a process-mode sandbox (so the server does not share our GIL) with Klaviyo's real rate limits and
-100 ms latency per request, runs each scenario as a full pipeline run into a fresh DuckDB file in a fresh
-subprocess, and prints per run: rows, wall time, CPU time per 1,000 rows, peak RSS, requests, 429s, and
-the scenario's lower bound = max(rate-limit bound for that many pages under Klaviyo's fixed burst and
-steady windows, given the clock phase the run started at; the wall time of the same scenario with no
-latency and no limits, i.e. our CPU path alone), with wall/bound.
+Starts a process-mode sandbox (so the server does not share our GIL) and runs every measurement as a full
+pipeline run (extract, normalize, load into a fresh DuckDB file) in a fresh subprocess. Per run it prints
+rows, wall time, the lower bound and wall/bound, requests, 429s, requests in flight (peak and time-weighted
+mean, as the sandbox saw them) and the child's peak RSS.
 
-Per scenario, in one run: `cpu` (no latency, no limits), `limited` (latency + real limits, default
-concurrency), `rerun` (the same pipeline again with nothing new), and on the small tier `serial`
-(concurrency=1), so the speed-up is a ratio measured in the same run.
+The lower bound of a table at a latency is max(its CPU path, its rate-limit bound):
+- CPU path: the same run with no latency and no rate limits (our governor lifted too), i.e. our own CPU
+  from the first request to the last row in DuckDB, measured in the same benchmark run.
+- rate-limit bound: the time Klaviyo's fixed windows (1 s burst, 60 s steady, aligned to the clock) need to
+  admit the *fewest* pages the rows can come in (rows / page size, per list for members), starting at the
+  clock phase the run started at, plus one latency for the last answer. Extra requests (windows that end in
+  a partly filled page) count against us, not in the bound.
 
-    .venv/bin/python tests/benchmarks/bench_extract.py            # small tier + full tier (~15 min)
-    .venv/bin/python tests/benchmarks/bench_extract.py --quick    # small tier only (100k events)
-    .venv/bin/python tests/benchmarks/bench_extract.py --tiers full --scenarios events --events 300000
+Modes:
 
-Small tier: 100k events, 20k profiles, 10 segments x 2,000 members, with serial baselines. Full tier:
-1M events, 200k profiles, 50 segments x 2,000 members (serial runs there would take ~10 minutes).
-Wall time is `pipeline.run` (extract, normalize, load) measured in the child; interpreter start and
-imports are excluded. CPU time is the child's user+system time over the same span.
+    .venv/bin/python tests/benchmarks/bench_extract.py --sweep           # latency sweep (~25 min)
+    .venv/bin/python tests/benchmarks/bench_extract.py --cpu-path        # 1M events: CLI and plain Python path
+    .venv/bin/python tests/benchmarks/bench_extract.py --small-tiers     # flows and campaigns, > 2 minutes each
+    .venv/bin/python tests/benchmarks/bench_extract.py --sweep --scenarios events --latencies 1
+
+`--sweep`: per large table (events 200k, profiles 30k, 20 segments x 2,000 members), the CPU path, then at
+each latency (100/500/1000/2000 ms) the default (concurrency that follows the pace) and today's fixed
+`concurrency=8` side by side, with Klaviyo's real limits. Latency model of the sandbox: `latency` seconds
+before a request arrives plus 0.25 s per MB of JSON answered (a 1,000-event page, ~0.8 MB, takes 0.2 s
+more than an empty one); answers gzip-compressed (the connector asks for it, as Klaviyo's clients do).
+`--cpu-path`: 1M events with no latency and no limits, through the CLI's settings and through the plain
+Python path (`dlt.pipeline(destination="duckdb").run(klaviyo_source(...))`, DuckDB's own defaults).
+`--small-tiers`: flows (3/s, 60/min) and campaigns (10/s, 150/min) large enough to take over two minutes at
+the steady limit, with requests per full clock minute after the first.
 """
 
 from __future__ import annotations
@@ -42,54 +52,55 @@ sys.path.insert(0, str(ROOT))
 from klaviyo_source.endpoints import BY_TABLE, Tier  # noqa: E402
 from klaviyo_source.sandbox import Sandbox  # noqa: E402
 
-# Which sandbox paths (as the sandbox's stats name them) are rate-limited with which tier.
-TIERS_BY_PATH: dict[str, Tier] = {f"/api{e.path}": e.tier for e in BY_TABLE.values()}
-
-SCENARIOS: dict[str, dict[str, Any]] = {
-    "events": {"resources": ["events"], "table": "events"},
-    "profiles": {"resources": ["profiles"], "table": "profiles"},
-    "members": {"resources": ["segment_members"], "table": "segment_members"},
-}
+LATENCY_PER_MB = 0.25  # sandbox latency model: seconds per MB of JSON answered, on top of the base latency
+LATENCIES = (0.1, 0.5, 1.0, 2.0)
+FIXED = 8  # today's fixed concurrency, run beside the default in the same sweep
 
 
 @dataclass(frozen=True)
-class Sizes:
-    events: int
-    profiles: int
-    segments: int
-    members_per_segment: int
+class Scenario:
+    table: str  # the table measured (and the one resource loaded, with its parent for children)
+    resources: tuple[str, ...]
+    sizes: dict[str, int]  # sandbox sizes; the tables not named stay tiny
 
-    def sandbox(self) -> dict[str, int]:
-        # Members are drawn from the profiles; the other tables stay small.
-        return {
-            "events": self.events,
-            "profiles": max(self.profiles, self.members_per_segment),
-            "segments": self.segments,
-            "members_per_segment": self.members_per_segment,
-            "lists": 1,
-            "members_per_list": 10,
-        }
+
+SWEEP: dict[str, Scenario] = {
+    "events": Scenario("events", ("events",), {"events": 200_000, "profiles": 20_000}),
+    "profiles": Scenario("profiles", ("profiles",), {"events": 1000, "profiles": 30_000}),
+    "members": Scenario("segment_members", ("segment_members",),
+                        {"events": 1000, "profiles": 4000, "segments": 20, "members_per_segment": 2000}),
+}
+SMALL_TIERS: dict[str, Scenario] = {
+    "flows": Scenario("flows", ("flows",), {"events": 1000, "profiles": 500, "flows": 6500,
+                                            "actions_per_flow": 1, "messages_per_action": 1}),
+    "campaigns": Scenario("campaigns", ("campaigns",), {"events": 1000, "profiles": 500, "campaigns": 31_000}),
+}
+TINY = {"lists": 1, "members_per_list": 10, "segments": 1, "members_per_segment": 10, "campaigns": 3, "flows": 1,
+        "templates": 3, "tags": 2, "catalog_items": 2, "catalog_categories": 1, "coupons": 1, "codes_per_coupon": 2}
 
 
 @dataclass
 class Run:
     """One pipeline run in a child process, and what it measured."""
 
-    tier: str
     scenario: str
-    variant: str  # cpu | limited | serial | rerun
-    concurrency: int
+    variant: str  # cpu | auto | fixed8 | rerun | plain
+    latency: float
+    concurrency: int | None
     rows: int = 0
     wall: float = 0.0
     cpu: float = 0.0
     rss_mb: float = 0.0
     requests: int = 0
     throttled: int = 0
+    inflight_peak: int = 0
+    inflight_mean: float = 0.0
     pages_by_path: dict[str, int] = field(default_factory=dict)
     started: float = 0.0  # epoch seconds at pipeline.run start (rate windows are clock-aligned)
     steps: dict[str, float] = field(default_factory=dict)
     minute_counts: list[int] = field(default_factory=list)  # requests per full clock minute after the first
     server_cpu: float = 0.0  # the sandbox's CPU seconds during the run: on 2 cores it competes with ours
+    bound: float = 0.0
 
 
 # --- the lower bound --------------------------------------------------------------------------------
@@ -118,26 +129,32 @@ def rate_bound(pages: int, tier: Tier, started: float, latency: float) -> float:
         t = (minute + 1) * 60.0 if used >= tier.steady else math.floor(t) + 1.0
 
 
-def bound_of(run: Run, latency: float) -> float:
-    return max(
-        (rate_bound(n, TIERS_BY_PATH[p], run.started, latency) for p, n in run.pages_by_path.items()
-         if p in TIERS_BY_PATH),
-        default=0.0,
-    )
+def fewest_pages(scenario: Scenario, rows: int) -> int:
+    """The fewest requests `rows` rows of the scenario's table can come in."""
+    endpoint = BY_TABLE[scenario.table]
+    size = endpoint.page_size or 100
+    if endpoint.parent:  # one chain per parent at least: the members of each segment apart
+        parents = scenario.sizes.get("segments", 1)
+        return parents * math.ceil(rows / parents / size)
+    if endpoint.partitions:  # campaigns: each channel apart
+        return sum(math.ceil(rows / len(endpoint.partitions) / size) for _ in endpoint.partitions)
+    return math.ceil(rows / size)
+
+
+def bound_of(run: Run, scenario: Scenario, cpu_wall: float, latency: float) -> float:
+    tier = BY_TABLE[scenario.table].tier
+    return max(cpu_wall, rate_bound(fewest_pages(scenario, run.rows), tier, run.started, latency))
 
 
 # --- running one pipeline ---------------------------------------------------------------------------
 
 
 def lift_our_governor() -> None:
-    """For the CPU-path runs: our own governor would otherwise still pace requests at Klaviyo's limits."""
-    from klaviyo_source.rate_limit import GovernorRegistry
+    """For the CPU-path runs: requests are not held back by our governor (it would still pace them at
+    Klaviyo's limits); the tiers still size the requests in flight, as without the lift."""
+    from klaviyo_source.rate_limit import Governor
 
-    def get(self: GovernorRegistry, key: str, tier: Tier) -> Any:
-        return original(self, f"{key}#unlimited", Tier(10**6, 10**8))
-
-    original = GovernorRegistry.get
-    GovernorRegistry.get = get  # type: ignore[method-assign]
+    Governor.acquire = lambda self: None  # type: ignore[method-assign]
 
 
 def child_main(spec: dict[str, Any]) -> None:
@@ -149,25 +166,25 @@ def child_main(spec: dict[str, Any]) -> None:
 
     from klaviyo_source import klaviyo_source
 
-    if spec.get("unlimited"):
+    if spec["unlimited"]:
         lift_our_governor()
     workdir = Path(spec["workdir"])
-    credentials = DuckDbCredentials(str(workdir / "bench.duckdb"), global_config=spec["duckdb_config"] or None)
+    database = str(workdir / "bench.duckdb")
+    if spec["plain"]:  # what a user writes: DuckDB's own defaults, dlt's default file format
+        destination: Any = dlt.destinations.duckdb(database)
+    else:  # what the CLI does (pipelines/klaviyo_pipeline.py)
+        destination = dlt.destinations.duckdb(DuckDbCredentials(database, global_config=spec["duckdb_config"]))
     pipeline = dlt.pipeline(
-        pipeline_name="bench",
-        destination=dlt.destinations.duckdb(credentials),
-        dataset_name="klaviyo",
-        pipelines_dir=str(workdir / "pipelines"),
+        pipeline_name="bench", destination=destination, dataset_name="klaviyo", pipelines_dir=str(workdir / "p")
     )
-    source = klaviyo_source(
-        api_key=spec["api_key"], base_url=spec["base_url"], resources=spec["resources"],
-        concurrency=spec["concurrency"],
-    )
+    options = {"concurrency": spec["concurrency"]} if spec["concurrency"] else {}
+    source = klaviyo_source(api_key=spec["api_key"], base_url=spec["base_url"], resources=spec["resources"],
+                            **options)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = usage.ru_utime + usage.ru_stime
     started = time.time()
     t0 = time.perf_counter()
-    info = pipeline.run(source)
+    info = pipeline.run(source) if spec["plain"] else pipeline.run(source, loader_file_format="parquet")
     wall = time.perf_counter() - t0
     usage = resource.getrusage(resource.RUSAGE_SELF)
     info.raise_on_failed_jobs()
@@ -216,14 +233,15 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_child(
-    sandbox: Sandbox, run: Run, scenario: dict[str, Any], workdir: Path, duckdb_config: dict[str, Any]
-) -> Run:
+def run_child(sandbox: Sandbox, run: Run, scenario: Scenario, workdir: Path, args: argparse.Namespace,
+              plain: bool = False) -> Run:
+    limited = run.variant != "cpu"
+    sandbox.configure(latency=run.latency, latency_per_mb=LATENCY_PER_MB if limited else 0.0,
+                      rate_limits=args.rate_limits if limited else "off")
     spec = {
-        "duckdb_config": duckdb_config,
-        "workdir": str(workdir), "api_key": sandbox.api_key, "base_url": sandbox.base_url,
-        "resources": scenario["resources"], "table": scenario["table"], "concurrency": run.concurrency,
-        "unlimited": run.variant == "cpu",
+        "duckdb_config": args.duckdb, "plain": plain, "workdir": str(workdir), "api_key": sandbox.api_key,
+        "base_url": sandbox.base_url, "resources": list(scenario.resources), "table": scenario.table,
+        "concurrency": run.concurrency, "unlimited": not limited,
     }
     sandbox.reset_stats()
     server_cpu = process_cpu(sandbox.pid)
@@ -236,7 +254,7 @@ def run_child(
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        raise RuntimeError(f"{run.tier}/{run.scenario}/{run.variant} failed (exit {process.returncode})")
+        raise RuntimeError(f"{run.scenario}/{run.variant} failed (exit {process.returncode})")
     server_cpu = process_cpu(sandbox.pid) - server_cpu
     measured = json.loads(output.strip().splitlines()[-1])
     stats = sandbox.stats()
@@ -248,14 +266,14 @@ def run_child(
         run,
         rows=measured["rows"], wall=measured["wall"], cpu=measured["cpu"], started=measured["started"],
         steps=measured["steps"], rss_mb=usage.ru_maxrss / 1024, requests=int(stats["total"]),
-        throttled=int(stats["throttled"]), pages_by_path=pages, server_cpu=server_cpu,
+        throttled=int(stats["throttled"]), inflight_peak=int(stats["inflight_peak"]),
+        inflight_mean=float(stats["inflight_mean"]), pages_by_path=pages, server_cpu=server_cpu,
         minute_counts=[b - a for a, b in zip(sampler.samples, sampler.samples[1:], strict=False)],
     )
 
 
 # DuckDB's defaults let a 1M-row merge take 2.4 GB (memory_limit is 80% of RAM); a limit bounds it (spilling
-# to disk if needed) and unordered inserts need less memory. Passed as explicit credentials because a
-# [destination.duckdb.credentials] table in config.toml breaks `destination="duckdb"` without a path.
+# to disk if needed) and unordered inserts need less memory. The CLI applies the same settings.
 DUCKDB_SETTINGS = "memory_limit=128MB,preserve_insertion_order=false"
 
 
@@ -267,75 +285,72 @@ def duckdb_settings(text: str) -> dict[str, Any]:
 # --- the benchmark ----------------------------------------------------------------------------------
 
 
-def run_tier(tier: str, sizes: Sizes, args: argparse.Namespace, base: Path) -> list[tuple[Run, float]]:
-    """Every chosen scenario of a tier against one sandbox; (run, lower bound) pairs."""
-    results: list[tuple[Run, float]] = []
-    print(f"\n[{tier}] starting sandbox with {sizes}", flush=True)
-    with Sandbox(seed=1, mode="process", rate_limits="off", latency=0.0, **sizes.sandbox()) as sandbox:
-        for name in args.scenarios:
-            scenario = SCENARIOS[name]
-            variants = [("cpu", args.concurrency, False), ("limited", args.concurrency, True)]
-            if tier == "small" and not args.no_serial:
-                variants.append(("serial", 1, True))
-            cpu_wall = 0.0
-            for variant, concurrency, limited in variants:
-                sandbox.configure(latency=args.latency if limited else 0.0,
-                                  rate_limits=args.rate_limits if limited else "off")
-                workdir = base / f"{tier}-{name}-{variant}"
-                run = run_child(sandbox, Run(tier, name, variant, concurrency), scenario, workdir, args.duckdb)
-                bound = max(bound_of(run, args.latency), cpu_wall) if limited else run.wall
-                cpu_wall = run.wall if variant == "cpu" else cpu_wall
-                results.append((run, bound))
-                print(row(run, bound), flush=True)
-                if variant == "limited":
-                    rerun = run_child(sandbox, Run(tier, name, "rerun", concurrency), scenario, workdir, args.duckdb)
-                    results.append((rerun, 0.0))
-                    print(row(rerun, 0.0), flush=True)
+def sandbox_for(scenario: Scenario) -> Sandbox:
+    return Sandbox(seed=1, mode="process", rate_limits="off", latency=0.0, **{**TINY, **scenario.sizes})
+
+
+def sweep(
+    names: list[str], scenarios: dict[str, Scenario], args: argparse.Namespace, base: Path,
+    latencies: list[float], fixed: bool = True,
+) -> list[Run]:
+    """Per scenario: the CPU path, then at each latency the default beside fixed concurrency 8."""
+    results: list[Run] = []
+    for name in names:
+        scenario = scenarios[name]
+        print(f"\n[{name}] sandbox {scenario.sizes}", flush=True)
+        with sandbox_for(scenario) as sandbox:
+            cpu = run_child(sandbox, Run(name, "cpu", 0.0, None), scenario, base / f"{name}-cpu", args)
+            cpu.bound = cpu.wall
+            results.append(cpu)
+            print(row(cpu), flush=True)
+            for latency in latencies:
+                variants = [("auto", None)] + ([(f"fixed{FIXED}", FIXED)] if fixed else [])
+                for variant, concurrency in variants:
+                    workdir = base / f"{name}-{variant}-{latency}"
+                    run = run_child(sandbox, Run(name, variant, latency, concurrency), scenario, workdir, args)
+                    run.bound = bound_of(run, scenario, cpu.wall, latency + LATENCY_PER_MB * page_mb(name))
+                    results.append(run)
+                    print(row(run), flush=True)
+    return results
+
+
+def page_mb(scenario: str) -> float:
+    """JSON size of a full page, for the latency model's share of the bound (measured on the sandbox)."""
+    return {"events": 0.76, "profiles": 0.09, "members": 0.012, "flows": 0.02, "campaigns": 0.3}.get(scenario, 0.1)
+
+
+def cpu_path(args: argparse.Namespace, base: Path) -> list[Run]:
+    """1M events, no latency and no limits: the CLI's settings and the plain Python path."""
+    scenario = Scenario("events", ("events",), {"events": args.events, "profiles": 20_000})
+    results = []
+    with sandbox_for(scenario) as sandbox:
+        for variant, plain in (("cli", False), ("plain", True)):
+            run = run_child(sandbox, Run("events-1M", "cpu", 0.0, None), scenario, base / f"cpu-{variant}", args,
+                            plain=plain)
+            run.variant = variant
+            run.bound = run.wall
+            results.append(run)
+            print(row(run), flush=True)
+            print(f"    {run.rows / run.wall:,.0f} events/s end to end; server CPU {run.server_cpu:.1f} s", flush=True)
     return results
 
 
 HEADER = (
-    f"{'tier':<6} {'scenario':<9} {'variant':<8} {'conc':>4} {'rows':>9} {'wall s':>8} {'rows/s':>8} "
-    f"{'CPU ms/1k':>9} {'RSS MB':>7} {'requests':>8} {'429s':>5} {'bound s':>8} {'wall/bound':>10}  "
-    f"{'server CPU s':>12}  {'extract/normalize/load s':<26} {'req per full minute'}"
+    f"{'table':<9} {'variant':<7} {'latency':>7} {'rows':>8} {'wall s':>7} {'bound s':>7} {'ratio':>5} "
+    f"{'requests':>8} {'429s':>4} {'in flight peak/mean':>19} {'RSS MB':>6}  {'extract/normalize/load s':<24} "
+    f"{'req per full minute'}"
 )
 
 
-def row(run: Run, bound: float) -> str:
-    per_k = 1e6 * run.cpu / run.rows if run.rows else 0.0  # CPU ms per 1,000 rows
-    ratio = f"{run.wall / bound:10.2f}" if bound else f"{'-':>10}"
+def row(run: Run) -> str:
+    ratio = f"{run.wall / run.bound:5.2f}" if run.bound and run.variant != "cpu" else f"{'-':>5}"
     steps = "/".join(f"{run.steps.get(s, 0):.1f}" for s in ("extract", "normalize", "load"))
-    rate = run.rows / run.wall if run.wall else 0.0
+    latency = f"{1000 * run.latency:.0f} ms" if run.variant != "cpu" else "-"
     return (
-        f"{run.tier:<6} {run.scenario:<9} {run.variant:<8} {run.concurrency:>4} {run.rows:>9,} {run.wall:>8.1f} "
-        f"{rate:>8,.0f} {per_k:>9.1f} {run.rss_mb:>7.0f} {run.requests:>8,} {run.throttled:>5} "
-        f"{bound if bound else 0:>8.1f} {ratio} {run.server_cpu:>12.1f}  {steps:<26} {run.minute_counts or ''}"
+        f"{run.scenario:<9} {run.variant:<7} {latency:>7} {run.rows:>8,} {run.wall:>7.1f} {run.bound:>7.1f} {ratio} "
+        f"{run.requests:>8,} {run.throttled:>4} {f'{run.inflight_peak}/{run.inflight_mean:.0f}':>19} "
+        f"{run.rss_mb:>6.0f}  {steps:<24} {run.minute_counts or ''}"
     )
-
-
-def summary(results: list[tuple[Run, float]]) -> None:
-    print("\n" + HEADER)
-    for run, bound in results:
-        print(row(run, bound))
-    by_key = {(r.tier, r.scenario, r.variant): r for r, _ in results}
-    print()
-    for (tier, scenario, variant), run in by_key.items():
-        if variant != "serial":
-            continue
-        fast = by_key.get((tier, scenario, "limited"))
-        if fast:
-            print(f"speed-up {tier} {scenario}: concurrency {fast.concurrency} vs 1 = "
-                  f"{run.wall / fast.wall:.1f}x (same rows, same run)")
-    small, full = by_key.get(("small", "events", "limited")), by_key.get(("full", "events", "limited"))
-    if small and full:
-        print(f"events peak RSS {small.rows:,} -> {full.rows:,} rows: {small.rss_mb:.0f} -> {full.rss_mb:.0f} MB "
-              f"({100 * (full.rss_mb / small.rss_mb - 1):+.0f}%)")
-    for run, _ in results:
-        if run.variant == "limited" and run.scenario in ("profiles", "members") and run.minute_counts:
-            steady = TIERS_BY_PATH["/api/profiles"].steady
-            shares = ", ".join(f"{100 * c / steady:.0f}%" for c in run.minute_counts)
-            print(f"{run.tier} {run.scenario}: requests per full clock minute after the first, "
-                  f"as share of {steady}/min: {shares}")
 
 
 def main() -> None:
@@ -343,44 +358,44 @@ def main() -> None:
         child_main(json.loads(sys.argv[2]))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="small tier only (100k events)")
-    p.add_argument("--tiers", nargs="+", choices=("small", "full"), default=None)
-    p.add_argument("--scenarios", nargs="+", choices=tuple(SCENARIOS), default=list(SCENARIOS))
-    p.add_argument("--events", type=int, default=1_000_000, help="full tier")
-    p.add_argument("--profiles", type=int, default=200_000, help="full tier")
-    p.add_argument("--segments", type=int, default=50, help="full tier")
-    p.add_argument("--members-per-segment", type=int, default=2000)
-    p.add_argument("--small-events", type=int, default=100_000)
-    p.add_argument("--small-profiles", type=int, default=20_000)
-    p.add_argument("--small-segments", type=int, default=10)
-    p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--latency", type=float, default=0.1, help="seconds per request in limited runs")
+    p.add_argument("--sweep", action="store_true", help="latency sweep of the large tables")
+    p.add_argument("--cpu-path", action="store_true", help="1M events with no latency: CLI and plain Python")
+    p.add_argument("--small-tiers", action="store_true", help="flows and campaigns at their steady limits")
+    p.add_argument("--small-tiers-latency", type=float, default=1.0)
+    p.add_argument("--scenarios", nargs="+", default=None, help=f"of {[*SWEEP, *SMALL_TIERS]}")
+    p.add_argument("--latencies", nargs="+", type=float, default=list(LATENCIES))
+    p.add_argument("--no-fixed", action="store_true", help=f"skip the concurrency={FIXED} runs")
+    p.add_argument("--events", type=int, default=1_000_000, help="events in the CPU-path run")
     p.add_argument("--rate-limits", default="real", help="sandbox rate limits in limited runs")
-    p.add_argument("--no-serial", action="store_true", help="skip the concurrency=1 baselines")
     p.add_argument("--workdir", type=Path, default=None, help="where DuckDB files go (default: a temp dir)")
     p.add_argument(
         "--duckdb", type=duckdb_settings, default=duckdb_settings(DUCKDB_SETTINGS),
-        help=f"DuckDB settings for the destination, '' for DuckDB's defaults (default {DUCKDB_SETTINGS})",
+        help=f"DuckDB settings of the CLI-like runs (default {DUCKDB_SETTINGS})",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     args = p.parse_args()
-    tiers = args.tiers or (["small"] if args.quick else ["small", "full"])
-    sizes = {
-        "small": Sizes(args.small_events, args.small_profiles, args.small_segments, args.members_per_segment),
-        "full": Sizes(args.events, args.profiles, args.segments, args.members_per_segment),
-    }
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, latency {args.latency}s, "
-          f"rate limits {args.rate_limits}, args {vars(args)}")
+    if not (args.sweep or args.cpu_path or args.small_tiers):
+        p.error("choose --sweep, --cpu-path and/or --small-tiers")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, rate limits {args.rate_limits}, "
+          f"latency model: base + {LATENCY_PER_MB} s/MB, gzip; args {vars(args)}")
     started = time.perf_counter()
-    results: list[tuple[Run, float]] = []
+    results: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="klaviyo-bench-") as tmp:
         base = args.workdir or Path(tmp)
-        for tier in tiers:
-            results += run_tier(tier, sizes[tier], args, base)
-    summary(results)
+        if args.cpu_path:
+            results += cpu_path(args, base)
+        if args.sweep:
+            names = [s for s in args.scenarios or SWEEP if s in SWEEP]
+            results += sweep(names, SWEEP, args, base, args.latencies, not args.no_fixed)
+        if args.small_tiers:  # long by design (minutes at the steady limit): one latency, the default only
+            names = [s for s in args.scenarios or SMALL_TIERS if s in SMALL_TIERS]
+            results += sweep(names, SMALL_TIERS, args, base, [args.small_tiers_latency], fixed=False)
+    print("\n" + HEADER)
+    for run in results:
+        print(row(run))
     print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps([{**asdict(r), "bound": b} for r, b in results], indent=1))
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
 
 
 if __name__ == "__main__":

@@ -203,7 +203,9 @@ def test_sigkill_during_a_chunked_first_load_resumes_at_the_last_chunk(
     loader = duckdb_loader(process_sandbox, tmp_path)
     assert process_sandbox.anchor is not None
     start = process_sandbox.anchor - timedelta(days=5 * 365 + 30)
-    chunked = ("--start-date", start.isoformat(), "--chunk-days", "365")
+    # a few chains per table, so that the first chunks take only a few pages each and a kill at the 12th page
+    # falls after the first chunk was committed (by default a first load plans dozens of windows per table)
+    chunked = ("--start-date", start.isoformat(), "--chunk-days", "365", "--concurrency", "2")
     killed = run_cli(loader, kill_at, *chunked)
     assert killed.returncode == -9, killed.stderr
     committed = cursors(loader)

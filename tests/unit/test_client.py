@@ -26,12 +26,16 @@ class StubGovernor:
     def __init__(self) -> None:
         self.acquired = 0
         self.waits: list[float] = []
+        self.answers: list[tuple[float, int]] = []
 
     def acquire(self) -> None:
         self.acquired += 1
 
     def observe(self, headers: Mapping[str, str]) -> None:
         pass
+
+    def answered(self, seconds: float, size: int) -> None:
+        self.answers.append((seconds, size))
 
     def throttled(self, retry_after: float) -> None:
         self.waits.append(retry_after)

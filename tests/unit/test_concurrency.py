@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from klaviyo_source.concurrency import YOUNG_GC_THRESHOLD, TaskPool
+from klaviyo_source.concurrency import YOUNG_GC_THRESHOLD, Budget, Slots, Task, TaskPool
 
 
 def test_every_result_of_every_task_once_including_tasks_added_on_the_way() -> None:
@@ -75,3 +76,64 @@ def test_disabled_young_collections_stay_disabled() -> None:
         assert list(TaskPool[int](1).results([task])) == [0]
     finally:
         gc.set_threshold(*before)
+
+
+class Pace:
+    """A target the test moves, and a record of how many steps ran at once."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+
+    def step(self) -> None:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.03)  # long enough for every thread the slots allow to be started meanwhile
+        with self.lock:
+            self.running -= 1
+
+
+def test_steps_in_progress_follow_the_target_and_the_memory_budget() -> None:
+    pace = Pace(target=3)
+    slots = Slots(lambda: pace.target, lambda: 1000.0, Budget(total=10_000))
+
+    def chain(pool: TaskPool[int]) -> Iterator[int]:
+        for n in range(5):
+            pace.step()
+            yield n
+
+    assert len(list(TaskPool[int](20, slots).results([chain] * 12))) == 60
+    assert pace.most == 3
+    pace.most, pace.target = 0, 50  # the budget holds ten answers of 1,000 bytes
+    assert len(list(TaskPool[int](20, slots).results([chain] * 12))) == 60
+    assert pace.most == 10
+    capped = Slots(lambda: pace.target, lambda: 1000.0, Budget(total=10_000), cap=2)  # the user's cap
+    pace.most = 0
+    assert len(list(TaskPool[int](20, capped).results([chain] * 4))) == 20
+    assert pace.most == 2
+
+
+def test_free_slots_are_filled_with_stolen_work() -> None:
+    pace = Pace(target=4)
+    slots = Slots(lambda: pace.target, lambda: 1.0, Budget())
+    work = list(range(40))
+    lock = threading.Lock()
+
+    def piece(pool: TaskPool[int]) -> Iterator[int]:
+        while True:
+            with lock:
+                if not work:
+                    return
+                n = work.pop()
+            pace.step()
+            yield n
+
+    def steal() -> Task[int] | None:
+        with lock:
+            return piece if len(work) > 2 else None
+
+    results = TaskPool[int](16, slots, steal).results([piece])  # one chain to start with
+    assert sorted(results) == list(range(40))
+    assert pace.most == 4  # the free slots were used, and never more than they allow

@@ -5,7 +5,7 @@ from itertools import pairwise
 
 import pytest
 
-from klaviyo_source.windows import Window, estimate_pages, klaviyo_time, parse_instant
+from klaviyo_source.windows import Plan, Window, klaviyo_time, parse_instant, plan
 
 UTC = timezone.utc
 
@@ -50,7 +50,56 @@ def test_filters_half_open_and_strict_lower_sends_one_second_early() -> None:
     assert Window(None, window.hi).filter("updated", strict_lower=True) == ["less-than(updated,2024-02-01T00:00:00Z)"]
 
 
-def test_estimate_pages_scales_with_density() -> None:
-    window = Window(None, datetime(2024, 1, 1, 1, tzinfo=UTC))
-    first = datetime(2024, 1, 1, tzinfo=UTC)
-    assert estimate_pages(window, first, first + timedelta(minutes=6)) == pytest.approx(9.0)
+def test_a_first_load_is_planned_evenly_and_all_history_splits_the_last_year() -> None:
+    hi = datetime(2025, 1, 1, tzinfo=UTC)
+    known = plan(Window(hi - timedelta(days=10), hi), 5)
+    assert [w.hi - w.lo for w in known] == [timedelta(days=2)] * 5  # type: ignore[operator]
+    history = plan(Window(None, hi), 5)
+    assert history[0] == Window(None, hi - timedelta(days=365))  # before the last year: one window
+    assert [w.hi - w.lo for w in history[1:]] == [timedelta(days=365 / 4)] * 4  # type: ignore[operator]
+    assert all(a.hi == b.lo for a, b in pairwise(history))
+    assert plan(Window(None, hi), 1) == [Window(None, hi)]
+
+
+def test_an_idle_chain_takes_half_of_the_window_with_most_rows_ahead() -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    spans = Plan(page_size=100)
+    small, large = spans.add([Window(t0, t0 + 4 * hour), Window(t0 + 4 * hour, t0 + 20 * hour)])
+    assert spans.steal() is None  # nothing read yet: no density to go by
+    spans.read(small, t0, t0 + hour, 100, 100)  # 100 rows an hour: 300 ahead
+    spans.read(large, t0 + 4 * hour, t0 + 5 * hour, 100, 100)  # as dense: 1,500 ahead
+    taken = spans.steal()
+    assert taken is not None and taken.key == large.key
+    assert (large.hi, taken.lo, taken.hi) == (t0 + 12.5 * hour, t0 + 12.5 * hour, t0 + 20 * hour)
+    again = spans.steal()  # either half is halved again, the taken one before it is read at all
+    assert again is not None and again.hi - again.lo == 3.75 * hour
+    everything = [small, large, taken, again]
+    instant = t0
+    while instant < t0 + 20 * hour:  # every instant still belongs to exactly one span
+        assert sum(Window(s.lo, s.hi).contains(instant) for s in everything) == 1
+        instant += timedelta(minutes=7)
+
+
+def test_a_burst_is_split_where_it_is_reached_not_by_the_average_before_it() -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    spans = Plan(page_size=1000)
+    (span,) = spans.add([Window(t0, t0 + timedelta(days=30))])
+    spans.read(span, t0, t0 + timedelta(days=20), 1000, 1000)  # sparse: 50 rows a day, 500 ahead
+    assert spans.steal() is None
+    burst = t0 + timedelta(days=20, minutes=2)
+    spans.read(span, t0 + timedelta(days=20), burst, 1000, 1000)  # a campaign send: 1,000 rows in two minutes
+    taken = spans.steal()
+    assert taken is not None and taken.lo == burst + timedelta(minutes=2)  # the owner keeps one page's worth
+
+
+def test_nothing_is_split_below_two_pages_ahead_nor_after_the_last_page() -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    spans = Plan(page_size=100)
+    a, b = spans.add([Window(t0, t0 + timedelta(hours=3)), Window(t0 + timedelta(hours=3), t0 + timedelta(hours=9))])
+    spans.read(a, t0, t0 + timedelta(hours=1), 100, 100)  # 200 ahead: two pages, the least worth a split
+    spans.read(b, t0 + timedelta(hours=3), t0 + timedelta(hours=4), 60)  # its last page: b has ended
+    taken = spans.steal()
+    assert taken is not None and taken.key == a.key
+    spans.close(b)
+    assert spans.steal() is None  # a's part is one page now, the taken part one page too

@@ -1,0 +1,73 @@
+"""A first load of events into an empty table appends (no merge); every other load merges; a crash that
+makes dlt replay an append job still leaves every event once, through the CLI and the plain Python path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import dlt
+
+from klaviyo_source import klaviyo_source
+from klaviyo_source.sandbox import Sandbox
+from tests.integration.conftest import REPO, Loader, assert_matches_ground_truth, settle
+
+
+def disposition(loader: Loader) -> str:
+    return str(loader.pipeline().default_schema.tables["events"]["write_disposition"])
+
+
+def test_a_first_load_of_events_appends_and_later_runs_merge(loader: Loader, sandbox: Sandbox) -> None:
+    loader.run(resources=["events"], events_lookback_hours=6)
+    assert disposition(loader) == "append"
+    assert_matches_ground_truth(loader, ["events"])
+    sandbox.mutate("add_events", count=10, offset_seconds=-3600)  # late, inside the lookback: read again
+    settle()
+    loader.run(resources=["events"], events_lookback_hours=6)
+    assert disposition(loader) == "merge"
+    assert_matches_ground_truth(loader, ["events"])
+
+
+def test_a_table_with_rows_but_no_cursor_is_merged(loader: Loader, sandbox: Sandbox) -> None:
+    assert sandbox.anchor is not None
+    end = sandbox.anchor - timedelta(days=3)
+    # an orchestrator's interval run: rows loaded, cursors left alone
+    loader.run(resources=["events"], start_date=end - timedelta(days=60), end_date=end)
+    assert loader.keys("events")
+    loader.run(resources=["events"])  # no cursor yet, but the table is not empty: merge, or that interval doubles
+    assert disposition(loader) == "merge"
+    assert_matches_ground_truth(loader, ["events"])
+
+
+KILLED_PLAIN_RUN = """
+import sys
+import dlt
+from klaviyo_source import klaviyo_source
+from tests.integration.kill_driver import die_inside_job
+
+database, workdir, dataset, api_key, base_url = sys.argv[1:]
+die_inside_job("events")
+pipeline = dlt.pipeline("plain", destination=dlt.destinations.duckdb(database), dataset_name=dataset,
+                        pipelines_dir=workdir)
+pipeline.run(klaviyo_source(api_key=api_key, base_url=base_url, resources=["events"]))
+"""
+
+
+def test_plain_python_path_killed_inside_the_events_job_loads_each_event_once(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    database, workdir = str(tmp_path / "plain.duckdb"), str(tmp_path / "pipelines")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_PLAIN_RUN, database, workdir, "plain_ds", sandbox.api_key, sandbox.base_url],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr
+    loader = Loader(sandbox, dlt.destinations.duckdb(database), tmp_path, dataset="plain_ds", name="plain")
+    pipeline = loader.pipeline()
+    assert pipeline.has_pending_data
+    # what a user types: the first run loads what the killed one left (dlt then stops), the second reads on
+    for _ in range(2):
+        pipeline.run(klaviyo_source(api_key=sandbox.api_key, base_url=sandbox.base_url, resources=["events"]))
+    assert_matches_ground_truth(loader, ["events"])
