@@ -4,14 +4,13 @@ The sandbox must enforce exactly what the spec declares (page caps, sorts, filte
 fields, includes, rate tiers, scopes), yet users' machines have no spec. So this script distils
 the spec once into a small JSON file that is committed and read at runtime.
 
-Run: `python -m klaviyo_source.sandbox.specgen [spec.json]` (default: $KLAVIYO_OPENAPI_SPEC, else
-../shared/klaviyo/openapi-stable-2026-07-15.json relative to the repo root).
+Run: `python -m klaviyo_source.sandbox.specgen [spec.json]` (default: the spec shipped in the repository,
+spec/openapi-stable-2026-07-15.json).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -53,11 +52,8 @@ REDUCED_TIER_FIELDS = (("profile", "predictive_analytics"), ("list", "profile_co
 
 
 def default_spec_path() -> Path:
-    """Where the spec lives: $KLAVIYO_OPENAPI_SPEC, else the shared folder beside the repo."""
-    env = os.environ.get("KLAVIYO_OPENAPI_SPEC")
-    if env:
-        return Path(env)
-    return REPO_ROOT.parent / "shared" / "klaviyo" / SPEC_NAME
+    """The spec shipped in the repository (spec/, MIT licensed by Klaviyo)."""
+    return REPO_ROOT / "spec" / SPEC_NAME
 
 
 def parse_rate(text: str) -> int:

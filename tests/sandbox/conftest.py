@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from klaviyo_source.sandbox import Sandbox
+from tests.spec import load_spec
 
 REVISION = "2026-07-15"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SPEC_NAME = "openapi-stable-2026-07-15.json"
 
 SMALL_SIZES: dict[str, int] = {
     "events": 240,
@@ -38,22 +34,9 @@ SMALL_SIZES: dict[str, int] = {
 }
 
 
-def spec_candidates() -> list[Path]:
-    """$KLAVIYO_OPENAPI_SPEC, then ../shared/klaviyo/ beside the repo (where CI puts it)."""
-    env = os.environ.get("KLAVIYO_OPENAPI_SPEC")
-    beside = REPO_ROOT.parent / "shared" / "klaviyo" / SPEC_NAME
-    return [Path(env), beside] if env else [beside]
-
-
 @pytest.fixture(scope="session")
 def spec() -> dict[str, Any]:
-    for path in spec_candidates():
-        if path.is_file():
-            return json.loads(path.read_text())
-    pytest.skip(
-        "Klaviyo OpenAPI spec not found: set KLAVIYO_OPENAPI_SPEC or put it at "
-        f"../shared/klaviyo/{SPEC_NAME} relative to the repo root"
-    )
+    return load_spec()
 
 
 @pytest.fixture(scope="module")
