@@ -2,9 +2,11 @@
 
     import dlt
     from klaviyo_source import klaviyo_source
+    from klaviyo_source.summary import load
 
-    pipeline = dlt.pipeline("klaviyo", destination="duckdb", dataset_name="klaviyo")
-    pipeline.run(klaviyo_source(start_date="2024-01-01"))
+    pipeline = dlt.pipeline("klaviyo", destination=dlt.destinations.duckdb("klaviyo_data.duckdb"),
+                            dataset_name="klaviyo")
+    print(load(pipeline, klaviyo_source(start_date="2024-01-01")))   # or pipeline.run(...)
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ from klaviyo_source.rows import SHAPES
 from klaviyo_source.windows import parse_instant
 
 __all__ = [
+    "DATASET",
     "DEFAULT_BASE_URL",
     "DEFAULT_REVISION",
+    "DUCKDB_FILE",
+    "PIPELINE_NAME",
     "TABLES",
     "ConfigurationError",
     "KlaviyoAPIError",
@@ -61,14 +66,17 @@ logging.getLogger("dlt").addFilter(_ArrowJsonHintNotice())
 DEFAULT_BASE_URL = "https://a.klaviyo.com/api"
 DEFAULT_REVISION = "2026-07-15"
 TABLES: tuple[str, ...] = (*BY_TABLE, *INCLUDED_TABLES)
-# Connections kept open for reuse: enough for the requests the largest tables keep in flight at once.
-HTTP_POOL = 512
+# The names the command line, the README and the SQL session use: a DuckDB file whose name differs from the
+# dataset (DuckDB cannot tell catalog `klaviyo` from schema `klaviyo` apart: "Ambiguous reference").
+PIPELINE_NAME = "klaviyo"
+DATASET = "klaviyo"
+DUCKDB_FILE = "klaviyo_data.duckdb"
 _REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
 
 
 @dlt.source(name="klaviyo", max_table_nesting=0)
 def klaviyo_source(
-    api_key: str = dlt.secrets.value,
+    api_key: str | None = dlt.secrets.value,
     start_date: str | datetime | None = None,
     end_date: str | datetime | None = None,
     base_url: str = DEFAULT_BASE_URL,
@@ -99,6 +107,9 @@ def klaviyo_source(
     until: cursors advance only up to this instant (chunked backfills); default: the run's start.
     strict: a record that does not fit its table (sent the same way twice) fails the run, loading nothing;
         by default it is set aside in table `set_aside_records` and the rest of its page loads.
+
+    Arguments are checked before the key, and nothing is requested before the run starts. Every table,
+    Arrow ones included, gets dlt's per-row load marker `_dlt_load_id`.
     """
     now = datetime.now(timezone.utc).replace(microsecond=0)
     start = _instant("start_date", start_date)
@@ -111,7 +122,6 @@ def klaviyo_source(
         raise ConfigurationError(
             f"start_date {start.isoformat()} is not before {'end_date' if end else 'now'} ({upper.isoformat()})."
         )
-    _check_key(api_key)
     _check_base_url(base_url)
     if not _REVISION.match(revision or ""):
         raise ConfigurationError(f"revision {revision!r} is not a Klaviyo revision like {DEFAULT_REVISION!r}.")
@@ -127,9 +137,14 @@ def klaviyo_source(
     if events_lookback_hours < 0:
         raise ConfigurationError(f"events_lookback_hours must not be negative, got {events_lookback_hours}.")
     tables = _tables(resources)
+    _check_key(api_key)  # configuration after arguments: a bad argument is reported even without a key
 
+    # dlt adds `_dlt_load_id` to the rows it normalizes, but not to Arrow tables unless this is on: downstream
+    # models key on it (which rows did a load add?), so the source turns it on wherever it runs.
+    dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
+    assert api_key is not None  # _check_key
     ctx = RunContext(
-        client=KlaviyoClient(api_key, base_url, revision, pool_size=HTTP_POOL),
+        client=KlaviyoClient(api_key, base_url, revision),
         governors=_governors(api_key, base_url, rate_share),
         start=start,
         until=upper,
@@ -180,12 +195,13 @@ def _instant(name: str, value: str | datetime | None) -> datetime | None:
         ) from exc
 
 
-def _check_key(api_key: str) -> None:
+def _check_key(api_key: str | None) -> None:
+    """The key is optional in the signature only so that a missing key gets this message, not dlt's."""
+    where = "set [sources.klaviyo] api_key in .dlt/secrets.toml or SOURCES__KLAVIYO__API_KEY to your private API key"
+    if api_key is None:
+        raise ConfigurationError(f"No Klaviyo API key: {where}.")
     if not isinstance(api_key, str) or not api_key.strip() or api_key.strip() != api_key:
-        raise ConfigurationError(
-            "api_key is empty or has surrounding spaces: set [sources.klaviyo] api_key in .dlt/secrets.toml "
-            "or SOURCES__KLAVIYO__API_KEY to your Klaviyo private API key."
-        )
+        raise ConfigurationError(f"api_key is empty or has surrounding spaces: {where}.")
 
 
 def _check_base_url(base_url: str) -> None:

@@ -1,6 +1,7 @@
 """Chunked first loads: a long backfill committed window by window, so an interruption costs one chunk.
 
-    pipeline = dlt.pipeline("klaviyo", destination="duckdb", dataset_name="klaviyo")
+    pipeline = dlt.pipeline("klaviyo", destination=dlt.destinations.duckdb("klaviyo_data.duckdb"),
+                            dataset_name="klaviyo")
     backfill(pipeline, start_date="2020-01-01", chunk_days=30)   # events and profiles, chunk by chunk
     pipeline.run(klaviyo_source(start_date="2020-01-01"))        # then everything, as every later run
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, Final, Literal
+from typing import Any
 
 import dlt
 from dlt.common.pipeline import LoadInfo
@@ -26,14 +27,13 @@ from dlt.common.typing import TRefreshMode
 from klaviyo_source import ConfigurationError, klaviyo_source
 from klaviyo_source.endpoints import BY_TABLE, Mode
 from klaviyo_source.first_load import settle_appends
+from klaviyo_source.summary import LOADER_FILE_FORMAT, load, restore_state
 from klaviyo_source.windows import parse_instant
 
 log = logging.getLogger("klaviyo_source")
 
 # Tables big enough that a first load is worth committing in chunks.
 CHUNKED_TABLES: tuple[str, ...] = ("events", "profiles")
-# The source yields Arrow pages; parquet files skip dlt's row normalizer.
-LOADER_FILE_FORMAT: Final[Literal["parquet"]] = "parquet"
 
 
 def chunk_ends(start: datetime, days: float, now: datetime) -> Iterator[datetime]:
@@ -99,7 +99,7 @@ def backfill(
     if not tables:
         return []
     if refresh is None:
-        pipeline.sync_destination()  # a new machine continues from the cursors in the destination
+        restore_state(pipeline)  # a new machine continues from the cursors in the destination
         done = read_through(pipeline, tables)
     else:
         done = None
@@ -109,12 +109,11 @@ def backfill(
         if done is not None and edge <= done:
             continue
         log.info("backfill chunk up to %s: %s", edge.isoformat(), ", ".join(tables))
-        source = klaviyo_source(**options, until=edge)
-        # dlt annotates refresh without None, though None (its default) means no refresh
-        info = pipeline.run(source, refresh=refresh, loader_file_format=LOADER_FILE_FORMAT)  # type: ignore[arg-type]
-        info.raise_on_failed_jobs()
-        log.info("backfill chunk up to %s loaded: %s", edge.isoformat(), describe_rows(loaded_rows(pipeline)))
-        infos.append(info)
+        summary = load(pipeline, klaviyo_source(**options, until=edge), refresh)
+        rows = {t.table: t.read for t in summary.tables.values() if t.read}
+        log.info("backfill chunk up to %s loaded: %s", edge.isoformat(), describe_rows(rows))
+        if summary.load_info is not None:
+            infos.append(summary.load_info)
         refresh = None
     return infos
 
@@ -126,13 +125,6 @@ def _chunkable(table: str) -> bool:
 
 
 CHUNKABLE = tuple(t for t in BY_TABLE if _chunkable(t))
-
-
-def loaded_rows(pipeline: dlt.Pipeline) -> dict[str, int]:
-    """Rows per table of the pipeline's last run (dlt's own tables left out)."""
-    normalized = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
-    counts = normalized.row_counts if normalized else {}
-    return {t: n for t, n in sorted(counts.items()) if not t.startswith("_dlt")}
 
 
 def describe_rows(rows: dict[str, int]) -> str:

@@ -9,10 +9,12 @@ is most of what a client does, so this is a small client of our own on a pooled 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -22,7 +24,9 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from klaviyo_source.concurrency import Cancel
 from klaviyo_source.errors import (
     AuthenticationError,
     InvalidRecordError,
@@ -66,6 +70,9 @@ class RetryPolicy:
     The jitter keeps threads that failed together from retrying together; its floor (half the step)
     keeps a retry from following its failure at once. With the defaults a request is given up after
     about a minute of failures, long enough for a blip, short enough for a scheduled job to report.
+    When Klaviyo cannot be reached at all (no connection, no DNS), the client gives up once it has been
+    unreachable for `unreachable_budget` seconds in total, whichever request is retrying: a run with no
+    network fails in well under a minute instead of letting each table exhaust its own attempts.
     """
 
     attempts: int = 8
@@ -73,6 +80,7 @@ class RetryPolicy:
     cap: float = 30.0
     max_throttles: int = 30  # 429s on one request before giving up
     max_retry_after: float = 300.0  # a longer Retry-After (a daily cap) fails the run instead of sleeping
+    unreachable_budget: float = 30.0
 
     def delay(self, attempt: int) -> float:
         step = min(self.cap, self.base * 2**attempt)
@@ -80,6 +88,29 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+# A retry is logged at once the first time, then at most once per this many seconds per kind of problem
+# (with the count of retries since): 19 tables retrying an outage wrote 80 warnings in a minute.
+NOTICE_EVERY = 5.0
+
+
+class _Notices:
+    """Retry messages at a pace a log reader can follow: one line per kind of problem every NOTICE_EVERY s."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def log(self, level: int, kind: str, message: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._last.get(kind, (-NOTICE_EVERY, 0))
+            if now - last < NOTICE_EVERY:
+                self._last[kind] = (last, held + 1)
+                return
+            self._last[kind] = (now, 0)
+        more = f" (and {held} more like it since the last such line)" if held else ""
+        log.log(level, "%s%s", message, more)
+
 
 # Decoding and checking a page is CPU work under the GIL. Threads that interleave it all hold a page half
 # parsed at the same moment (measured: 100 events pages in flight at no latency held 3.3 MB each, 400 MB in
@@ -89,25 +120,37 @@ DECODING = threading.BoundedSemaphore(2)
 
 
 class KlaviyoClient:
-    """Sends GETs to Klaviyo; thread-safe, one per source run."""
+    """Sends GETs to Klaviyo; thread-safe, one per source run.
+
+    `cancel` is the run's stop signal: once set, every request, retry wait and rate-limit wait of this
+    client ends at once with RunCancelled. `requests` and `throttled` count attempts and 429s per endpoint.
+    """
 
     def __init__(
         self,
         api_key: str,
         base_url: str,
         revision: str,
-        pool_size: int = 16,
         timeout: tuple[float, float] = (10.0, 60.0),
         retry: RetryPolicy | None = None,
+        cancel: Cancel | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._host = urlsplit(self.base_url).netloc
         self.timeout = timeout
         self.retry = retry or DEFAULT_RETRY
+        self.cancel = cancel or Cancel()
+        self.requests: Counter[str] = Counter()
+        self.throttled: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._notices = _Notices()
+        self._unreachable_since: float | None = None
+        self._flying = 0
+        self.pool_size = 1
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_size)
+        self.session.mount("http://", self._adapter)
+        self.session.mount("https://", self._adapter)
         # The key lives only in this header: never in a URL, a log line or an exception.
         self.session.headers.update(
             {
@@ -116,6 +159,28 @@ class KlaviyoClient:
                 "Accept": "application/vnd.api+json",
             }
         )
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """Counts requests in flight; the connection pool grows to hold one connection for each, so none is
+        discarded ("Connection pool is full") however many chains the pace or the parents fan out to."""
+        with self._lock:
+            self._flying += 1
+            if self._flying > self.pool_size:
+                self._grow(max(self._flying, 2 * self.pool_size))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._flying -= 1
+
+    def _grow(self, size: int) -> None:
+        """A larger pool in the same adapter (remounting would race with threads looking adapters up). The old
+        pool manager is cleared: its idle connections close, and those in use close when they come back."""
+        old = self._adapter.poolmanager
+        self.pool_size = size
+        self._adapter.init_poolmanager(1, size)
+        old.clear()
 
     def pages(
         self,
@@ -161,16 +226,24 @@ class KlaviyoClient:
         failed: tuple[Any, ...] | None = None
         decode = decode or parse_lazy
         while True:
-            governor.acquire()
+            self.cancel.check()
+            governor.acquire(self.cancel.sleep)
             sent = time.monotonic()
+            with self._lock:
+                self.requests[label] += 1
             try:
-                response = self.session.get(url, params=params, timeout=self.timeout)
+                with self._in_flight():
+                    response = self.session.get(url, params=params, timeout=self.timeout)
             except TRANSIENT as exc:
-                attempt = self._backoff(attempt, label, _transport_problem(exc))
+                unreachable = _unreachable(exc)
+                attempt = self._backoff(attempt, label, _transport_problem(exc), unreachable=unreachable)
                 continue
+            self._unreachable_since = None  # Klaviyo answered
             status = response.status_code
             if status == 429:
                 throttles += 1
+                with self._lock:
+                    self.throttled[label] += 1
                 wait = _retry_after(response.headers.get("Retry-After"), self.retry.delay(min(throttles, 6)))
                 if wait > self.retry.max_retry_after:
                     # A daily cap: say so, and when to come back, instead of sleeping for hours.
@@ -182,7 +255,8 @@ class KlaviyoClient:
                 if throttles > self.retry.max_throttles:
                     detail = f"{_error_detail(response)[1]} (still throttled after waiting {throttles - 1} times)"
                     raise KlaviyoAPIError(label, 429, detail, "throttled")
-                log.info("%s: throttled by Klaviyo, all requests to it wait %.1f s", label, wait)
+                message = f"{label}: throttled by Klaviyo, all requests to it wait {wait:.1f} s"
+                self._notices.log(logging.INFO, f"429 {label}", message)
                 governor.throttled(wait)
                 continue
             if status in RETRY_STATUSES:
@@ -212,15 +286,28 @@ class KlaviyoClient:
         problem: str,
         status: int | None = None,
         error: type[KlaviyoAPIError] = KlaviyoAPIError,
+        unreachable: bool = False,
     ) -> int:
-        """Sleeps before the next attempt, or raises `error` once the attempts are used up."""
+        """Sleeps before the next attempt, or raises `error` once the attempts (or the time budget for an
+        unreachable Klaviyo) are used up; raises RunCancelled at once if the run was cancelled meanwhile."""
+        self.cancel.check()  # another table failed: this failure is not worth a retry or a line
         problem = problem.rstrip(". ")
-        if attempt + 1 >= self.retry.attempts:
-            raise error(label, status, f"{problem}; gave up after {attempt + 1} attempts")
         delay = self.retry.delay(attempt)
+        if unreachable:  # only the time budget counts: the last retry falls on its end
+            now = time.monotonic()
+            with self._lock:
+                since = self._unreachable_since = self._unreachable_since or now
+            left = self.retry.unreachable_budget - (now - since)
+            if left <= 0:
+                raise error(label, status, f"{problem} to {self._host} for {now - since:.0f} s; check this "
+                                           "machine's network, proxy and the base_url")
+            delay = min(delay, left)
+        elif attempt + 1 >= self.retry.attempts:
+            raise error(label, status, f"{problem}; gave up after {attempt + 1} attempts")
         answered = f"HTTP {status}: " if status else ""
-        log.warning("%s: %s%s; retry %d in %.2f s", label, answered, problem, attempt + 1, delay)
-        time.sleep(delay)
+        message = f"{label}: {answered}{problem}; retry {attempt + 1} in {delay:.2f} s"
+        self._notices.log(logging.WARNING, f"{answered}{problem}", message)
+        self.cancel.sleep(delay)
         return attempt + 1
 
     def _error(self, response: requests.Response, label: str) -> KlaviyoAPIError:
@@ -253,13 +340,30 @@ def _read(
 
 def _transport_problem(exc: requests.RequestException) -> str:
     """What went wrong on the wire, in words; never the exception text, which repeats the whole URL."""
+    if _unreachable(exc):
+        return "could not connect"
     if isinstance(exc, requests.Timeout):
         return "no answer in time (timeout)"
     if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
         return "body cut short or garbled"
     if any(isinstance(arg, ConnectionResetError) for arg in _causes(exc)):
         return "connection reset"
-    return "could not connect or connection dropped"
+    return "connection dropped"
+
+
+CONNECT_FAILURES = (NewConnectionError, ConnectTimeoutError)  # refused, no route, no DNS; connect timeout
+
+
+def _unreachable(exc: requests.RequestException) -> bool:
+    """No connection could be made at all (refused, no route, no DNS, connect timeout), as opposed to one
+    that broke mid-answer: only these count against the unreachable budget."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.ConnectionError):
+        return False
+    # requests wraps urllib3's MaxRetryError, whose `reason` (not in its args) is the connect failure
+    return any(isinstance(c, NewConnectionError) or isinstance(getattr(c, "reason", None), CONNECT_FAILURES)
+               for c in _causes(exc))
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

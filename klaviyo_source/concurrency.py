@@ -18,9 +18,12 @@ import contextlib
 import gc
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
+
+from klaviyo_source.errors import RunCancelled
 
 T = TypeVar("T")
 
@@ -67,6 +70,40 @@ class _GcThreshold:
 
 
 _gc_threshold = _GcThreshold()
+
+# How often a consumer waiting for pages looks at the run's cancel signal, and how long a cancelled pool
+# waits for workers still inside a request before leaving them (daemon threads that check the signal
+# before their next request, so they end on their own).
+CANCEL_POLL = 0.1
+CANCEL_PATIENCE = 1.0
+
+
+class Cancel:
+    """A run-wide stop signal: the first table that fails for good sets it, and every chain of every table
+    checks it (while waiting for pages, before each request, in retry and rate-limit waits). Without it a
+    failed run kept retrying other tables for minutes after its error was known."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.cause: BaseException | None = None
+
+    def set(self, cause: BaseException) -> None:
+        if not self._event.is_set():
+            self.cause = cause
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raises RunCancelled if the run was cancelled."""
+        if self._event.is_set():
+            raise RunCancelled(self.cause)
+
+    def sleep(self, seconds: float) -> None:
+        """time.sleep that ends at once, raising RunCancelled, when the run is cancelled."""
+        if self._event.wait(seconds):
+            raise RunCancelled(self.cause)
 
 
 class Budget:
@@ -138,7 +175,8 @@ class TaskPool(Generic[T]):
 
     A task is a generator; each item it yields is one step (a page). With `slots`, every step holds a slot
     of its endpoint until its item is handed over, and whenever the slots allow more steps than this pool's
-    threads are ready to take, `steal` is asked for another task (None: nothing worth splitting).
+    threads are ready to take, `steal` is asked for another task (None: nothing worth splitting). With
+    `cancel`, `results()` raises RunCancelled as soon as the run is cancelled (another table failed).
     """
 
     def __init__(
@@ -147,10 +185,12 @@ class TaskPool(Generic[T]):
         slots: Slots | None = None,
         steal: Callable[[], Task[T] | None] | None = None,
         buffered: int = RESULTS_BUFFERED,
+        cancel: Cancel | None = None,
     ) -> None:
         self.workers = max(1, workers)
         self.slots = slots
         self._steal = steal
+        self._cancel = cancel
         self._pending: deque[Task[T]] = deque()
         self._threads = 0  # alive
         self._spawned = 0  # ever started
@@ -180,7 +220,7 @@ class TaskPool(Generic[T]):
         ended = 0  # threads whose final marker arrived: everything they produced came before it
         try:
             while True:
-                item = self._out.get()
+                item = self._next()
                 if item is _DONE:
                     ended += 1
                     with self._cond:
@@ -230,6 +270,17 @@ class TaskPool(Generic[T]):
                 self._spawned += 1
                 self._alive.add(thread)
             thread.start()
+
+    def _next(self) -> object:
+        """The next result or worker marker; raises RunCancelled once the run is cancelled."""
+        if self._cancel is None:
+            return self._out.get()
+        while True:
+            self._cancel.check()
+            try:
+                return self._out.get(timeout=CANCEL_POLL)
+            except queue.Empty:
+                continue
 
     def _work(self) -> None:
         try:
@@ -292,7 +343,9 @@ class TaskPool(Generic[T]):
             self._out.get_nowait()
 
     def _drain(self) -> None:
-        """Waits for every thread to end (each leaves a marker, for which room is made)."""
+        """Waits for every thread to end (each leaves a marker, for which room is made); a cancelled run
+        leaves threads still inside a request after CANCEL_PATIENCE (they check the signal before the next)."""
+        deadline: float | None = None
         while True:
             with self._cond:
                 running = self._threads
@@ -301,6 +354,10 @@ class TaskPool(Generic[T]):
                 for t in threads:
                     t.join()
                 return
+            if self._cancel is not None and self._cancel.is_set():
+                deadline = deadline or time.monotonic() + CANCEL_PATIENCE
+                if time.monotonic() > deadline:
+                    return
             self._drop_one()
             for t in threads:
                 if t.ident is not None:  # started

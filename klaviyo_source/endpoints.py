@@ -55,7 +55,8 @@ class Endpoint:
         edge is sent one second early and the edge rows are filtered here.
     overlap: how far each run re-reads behind its saved cursor (late or skewed writes).
     parent: the table whose rows fill `{id}` (or `parent_filter`); parent_key names their column here.
-    partitions: one query (and one cursor) per value of `partition_filter`, e.g. campaign channels.
+    partitions: one query (and one cursor) per value of `partition_filter`, e.g. campaign channels;
+        `partition_column` names the column that carries the value in the rows (a campaign's channel).
     included: JSON:API `included` resource type -> table it is loaded into (with its parent's id).
     Columns and their types are not here: they are declared per table in column_types.json, from the spec.
     since: query parameter -> the first revision that has it; with an older revision it is not sent (without
@@ -77,6 +78,7 @@ class Endpoint:
     parent_filter: str | None = None
     partition_filter: str | None = None
     partitions: tuple[str, ...] = ()
+    partition_column: str | None = None
     params: dict[str, str] = field(default_factory=dict)
     included: dict[str, str] = field(default_factory=dict)
     membership: bool = False  # rows are (parent_key, profile_id, joined_group_at), not whole resources
@@ -120,7 +122,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "campaigns", "/campaigns", ("campaigns:read",), M, 100, Mode.WINDOW, cursor="updated_at",
-        partition_filter="equals(messages.channel,'{}')", partitions=CAMPAIGN_CHANNELS,
+        partition_filter="equals(messages.channel,'{}')", partitions=CAMPAIGN_CHANNELS, partition_column="channel",
         params={"include": "campaign-messages"}, included={"campaign-message": "campaign_messages"},
         since=PAGE_SIZE_SINCE_2026_04,
     ),

@@ -65,3 +65,14 @@ class InvalidRecordError(KlaviyoAPIError):
         "Nothing of this run was loaded and no cursor moved: run again later, leave the table out "
         "(resources=...), or run without strict so such records are set aside in table set_aside_records."
     )
+
+
+class RunCancelled(Exception):
+    """A table stopped because another table of the same run failed for good (its error is `__cause__`).
+
+    Not a KlaviyoSourceError: whoever reports the run's failure reports the cause, never this.
+    """
+
+    def __init__(self, cause: BaseException | None) -> None:
+        super().__init__(f"stopped because another table failed: {cause}")
+        self.__cause__ = cause

@@ -4,7 +4,8 @@ dlt wraps what went wrong in step, job and client exceptions, and a destination 
 "Out of Memory" or an I/O error; a scheduler's log needs the cause itself: the disk is full, another
 process holds a lock, the destination cannot be reached, it refused the credentials. `explain` walks the
 whole chain of an exception and returns the first cause it recognizes, or None (then the caller's
-generic line applies).
+generic line applies). `describe` is the one place the command line turns any failure into its line and
+exit status: a recognized cause first, else our own errors as they are, else the innermost error.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from klaviyo_source.errors import KlaviyoSourceError
+from dlt.common.configuration.exceptions import ConfigFieldMissingException, LookupTraces
+
+from klaviyo_source.errors import ConfigurationError, KlaviyoSourceError
 from klaviyo_source.locks import LockHeld
 
-EXIT_FAILED = 1
+EXIT_FAILED = 1  # the run failed: Klaviyo, the network or the destination; the next run can succeed
+EXIT_USAGE = 2  # bad arguments or configuration: the command fails the same way until they are fixed
 EXIT_LOCKED = 75  # EX_TEMPFAIL (sysexits.h): another run is busy; try again later
 
 
@@ -251,3 +256,61 @@ def fold_dlt_tracebacks() -> None:
     logger = logging.getLogger("dlt")
     if not any(isinstance(f, OneLineRecords) for f in logger.filters):
         logger.addFilter(OneLineRecords())
+
+
+# --- any failure -> the command line's line and exit status ----------------------------------------------
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost error, or the first of ours on the way down (its message is made for users); a table
+    stopped because another failed (RunCancelled) leads to that other table's error."""
+    seen = exc
+    while True:
+        nxt = seen.__cause__ or seen.__context__
+        if isinstance(seen, KlaviyoSourceError) or nxt is None:
+            return seen
+        seen = nxt
+
+
+def describe(exc: BaseException, places: Sequence[Path] = ()) -> Failure:
+    """The line and exit status for any failure of a run (places: where the run writes, see `explain`)."""
+    step = getattr(exc, "step", None)
+    recognized = explain(exc, step, places)
+    if recognized is not None:
+        return recognized
+    cause = root_cause(exc)
+    if isinstance(cause, ConfigurationError):
+        return Failure("usage", str(cause), EXIT_USAGE)
+    if isinstance(cause, KlaviyoSourceError):
+        return Failure("klaviyo", str(cause))
+    if isinstance(cause, ConfigFieldMissingException):
+        return Failure("usage", _missing_config(cause), EXIT_USAGE)
+    first = _first_line(cause)
+    if step in ("load", "sync"):
+        return Failure("destination", f"the destination failed ({step} step): {first}; {_afterwards(step)}")
+    where = f"{step} step: " if step else ""
+    return Failure("other", f"{where}{type(cause).__name__}: {first}")
+
+
+def _missing_config(exc: ConfigFieldMissingException) -> str:
+    """dlt's message lists every place it looked; users need the file and the variable for each field."""
+    wanted = []
+    for field, traces in exc.traces.items():
+        path = _config_path(field, traces)
+        if not path:
+            wanted.append(field)
+            continue
+        toml = f"[{'.'.join(path[:-1])}] {path[-1]}" if len(path) > 1 else path[0]
+        wanted.append(f"{toml} in .dlt/secrets.toml or {'__'.join(path).upper()}")
+    return f"Missing configuration: set {'; '.join(wanted)}."
+
+
+def _config_path(field: str, traces: Sequence[Any]) -> list[str]:
+    """Where a field lives (sections and name), from the first place dlt looked for it."""
+    for trace in traces:
+        if isinstance(trace, LookupTraces):  # the field is a configuration itself (credentials)
+            for inner in trace.traces.values():
+                sections = _config_path("", inner)
+                return sections[:-1] if sections and sections[-1] == "" else sections
+        sections = list(getattr(trace, "sections", None) or [])
+        return [*sections, field]
+    return []

@@ -24,6 +24,8 @@ from typing import Any, cast
 import dlt
 from dlt.common.storages.load_package import PackageStorage
 
+from klaviyo_source.summary import new_duckdb_file
+
 log = logging.getLogger("klaviyo_source")
 
 APPENDED = "klaviyo_appended"  # key in the load package state: tables this package appends to
@@ -37,6 +39,8 @@ def table_is_empty(table: str) -> bool:
         schema_table = pipeline.default_schema.tables.get(table) if pipeline.default_schema_name else None
         if schema_table and schema_table.get("x-normalizer", {}).get("seen-data"):
             return False  # this pipeline has loaded rows into it
+        if new_duckdb_file(pipeline) is not None:
+            return True  # not there yet: asking would create the file (left empty if the run then fails)
         with pipeline.sql_client() as client:
             name = client.make_qualified_table_name(table)
             try:

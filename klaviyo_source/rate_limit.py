@@ -86,8 +86,12 @@ class Governor:
             self._steady_end = self._steady_start + STEADY_SECONDS
             self._steady_used, self._steady_carry = carried, 0
 
-    def acquire(self) -> None:
-        """Blocks until a request may be sent, then counts it."""
+    def acquire(self, sleep: Callable[[float], None] | None = None) -> None:
+        """Blocks until a request may be sent, then counts it.
+
+        `sleep` (default time.sleep) waits between checks; a run passes one that raises when it is cancelled.
+        """
+        sleep = sleep or time.sleep
         while True:
             with self._lock:
                 now = self._clock()
@@ -110,7 +114,7 @@ class Governor:
                     wake = self._blocked_until
                 delay = max(wake - now, 0.001)
                 self.waited += delay
-            time.sleep(delay)
+            sleep(delay)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Feeds `RateLimit-Limit/Remaining/Reset` of a normal answer into the steady window."""

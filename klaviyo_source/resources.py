@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,10 +27,10 @@ from klaviyo_source import set_aside
 from klaviyo_source.client import KlaviyoClient, Page
 from klaviyo_source.concurrency import Budget, Slots, Task, TaskPool
 from klaviyo_source.endpoints import ENDPOINTS, PREDICTIVE_TIER, Endpoint, Mode
-from klaviyo_source.errors import InvalidRecordError, KlaviyoAPIError, MissingScopeError
+from klaviyo_source.errors import InvalidRecordError, KlaviyoAPIError, MissingScopeError, RunCancelled
 from klaviyo_source.first_load import mark_appended, table_is_empty
 from klaviyo_source.rate_limit import Governor, GovernorRegistry
-from klaviyo_source.rows import SHAPES
+from klaviyo_source.rows import OBJECT, SHAPES
 from klaviyo_source.validate import CheckedPage, PageCheck
 from klaviyo_source.windows import Plan, Span, Window, parse_instant, plan
 
@@ -63,6 +63,49 @@ class RunContext:
 
     def overlap(self, endpoint: Endpoint) -> timedelta:
         return self.overlaps.get(endpoint.table, endpoint.overlap)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One independent query of an endpoint: where its cursor is saved, its fixed filter, the parent whose
+    id fills the path, and constant columns its rows carry (the parent's id, a campaign's channel)."""
+
+    key: str
+    filter: str | None = None
+    parent_id: str | None = None
+    columns: dict[str, str] | None = None
+
+
+@dataclass
+class RunStats:
+    """What one run of a resource did, for the run summary: requests, 429s, time and the re-read ranges.
+
+    Re-read ranges say which rows of the destination this run reads again (`summary.py` counts them there
+    before the load): a cursor range per partition, `{"all": True}` for tables replaced on every run, or
+    the rows below the parents read (`{"column": ..., "in": [...]}`)."""
+
+    load_id: str
+    requests: int  # the client's counts when the run started
+    throttled: int
+    started: float = field(default_factory=time.monotonic)
+    reread: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_reread(self, table: str, spec: dict[str, Any]) -> None:
+        with self._lock:
+            specs = self.reread.setdefault(table, [])
+            if spec not in specs:
+                specs.append(spec)
+
+    def add_below(self, table: str, column: str, ids: Iterable[str]) -> None:
+        """Rows of `table` whose `column` is one of `ids` are read again (children of the parents read)."""
+        with self._lock:
+            specs = self.reread.setdefault(table, [])
+            spec = next((s for s in specs if s.get("column") == column and "in" in s), None)
+            if spec is None:
+                spec = {"column": column, "in": []}
+                specs.append(spec)
+            spec["in"] = sorted(set(spec["in"]) | set(ids))
 
 
 class Progress:
@@ -109,6 +152,7 @@ class EndpointReader:
         self.progress = Progress(endpoint.table, self.governor, self.slots)
         self.check = PageCheck(endpoint)
         self.windowed = endpoint.mode is Mode.WINDOW and not (endpoint.membership and ctx.members_full_refresh)
+        self._run: RunStats | None = None
 
     def _inflight(self) -> int:
         return self.governor.inflight(self.ctx.governors.latency())
@@ -120,10 +164,15 @@ class EndpointReader:
     # --- what to read -------------------------------------------------------------------------------
 
     def read(self, parent_ids: Iterable[str] = ()) -> Iterator[Any]:
-        """Every item of this endpoint for this run (for children: below the given parents)."""
+        """Every item of this endpoint for this run (for children: below the given parents).
+
+        A failure that ends this table cancels the whole run (the client's cancel signal), so the other
+        tables stop at once instead of finishing their retries after the run is already lost.
+        """
         partitions = self._partitions(list(parent_ids))
         if not partitions:
             return
+        stats = self._stats()
         cursors: dict[str, str] = dlt.current.resource_state().setdefault("cursors", {})
         tasks = []
         spans = Plan(self.ep.page_size or 100)
@@ -131,58 +180,81 @@ class EndpointReader:
         # windows as requests are worth having in flight. Later runs read what changed since the last one,
         # usually a page or two, so they start with one window and split only what proves large.
         share = max(1, self.slots.limit() // len(partitions))
-        for key, fixed_filter, parent_id in partitions:
+        for part in partitions:
             if self.windowed:
-                window = self._window(cursors.get(key))
+                saved = cursors.get(part.key)
+                window = self._window(saved)
                 if window is None:
                     continue
-                parts = share if key not in cursors or self.ctx.stateless else 1
-                for span in spans.add(plan(window, parts), (fixed_filter, parent_id)):
+                self._note_reread(stats, window, saved, part)
+                parts = share if saved is None or self.ctx.stateless else 1
+                for span in spans.add(plan(window, parts), part):
                     tasks.append(self._span_task(spans, span))
             else:
-                tasks.append(self._chain_task(fixed_filter, parent_id))
+                tasks.append(self._chain_task(part))
+        if not self.windowed:
+            if self.ep.write_disposition == "replace" or not self.ep.parent_key:
+                stats.add_reread(self.ep.table, {"all": True})  # replaced on every run: read again whole
+            else:
+                stats.add_below(self.ep.table, self.ep.parent_key, [p.parent_id for p in partitions if p.parent_id])
 
         def steal() -> Task[Any] | None:
             span = spans.steal()
             return self._span_task(spans, span) if span is not None else None
 
-        pool: TaskPool[Any] = TaskPool(MAX_CHAINS, self.slots, steal if self.windowed else None)
+        cancel = self.ctx.client.cancel
+        pool: TaskPool[Any] = TaskPool(MAX_CHAINS, self.slots, steal if self.windowed else None, cancel=cancel)
         hints = self._append_hints(cursors, partitions)
         try:
             for item in pool.results(tasks):
                 if hints is not None and isinstance(item, pa.Table):  # the table's first page, before dlt
                     item, hints = dlt.mark.with_hints(item, hints), None  # writes any of it
                 yield item
-        except KlaviyoAPIError as exc:
-            if exc.status == 403:
+        except RunCancelled:
+            raise
+        except Exception as exc:
+            if isinstance(exc, KlaviyoAPIError) and exc.status == 403:
                 error = MissingScopeError(exc.endpoint, 403, exc.detail, exc.code, self.ep.table, self.ep.scopes)
                 if self.ctx.skip_forbidden:
                     log.warning("%s skipped: %s", self.ep.table, error)
+                    self._report(stats)
                     return
+                cancel.set(error)
                 raise error from None
+            cancel.set(exc)
             raise
+        # Not on failure (the run reports no summary then) nor when dlt closes the generator early.
+        self._report(stats)
         if spans.splits:
             log.debug("%s: %d windows split off to idle chains", self.ep.table, spans.splits)
         if self.windowed and not self.ctx.stateless:
-            for key, _, _ in partitions:
-                cursors[key] = self.ctx.until.isoformat()
+            for part in partitions:
+                cursors[part.key] = self.ctx.until.isoformat()
 
-    def _append_hints(self, cursors: dict[str, str], partitions: list[tuple[str, str | None, str | None]]) -> Any:
+    def _append_hints(self, cursors: dict[str, str], partitions: list[Partition]) -> Any:
         """Hints that make this read append, when it is the first load of an immutable table into an empty one."""
-        first = not self.ctx.stateless and not any(key in cursors for key, _, _ in partitions)
+        first = not self.ctx.stateless and not any(part.key in cursors for part in partitions)
         if self.ep.immutable and self.windowed and first and table_is_empty(self.ep.table):
             return mark_appended(self.ep.table)
         return None
 
-    def _partitions(self, parent_ids: list[str]) -> list[tuple[str, str | None, str | None]]:
-        """(cursor key, fixed filter, parent id) per independent query of this run."""
+    def _partitions(self, parent_ids: list[str]) -> list[Partition]:
+        """The independent queries of this run."""
         ep = self.ep
         if ep.parent:
-            return [(pid, ep.parent_filter.format(pid) if ep.parent_filter else None, pid) for pid in parent_ids]
+            return [
+                Partition(pid, ep.parent_filter.format(pid) if ep.parent_filter else None, pid,
+                          {ep.parent_key: pid} if ep.parent_key else None)
+                for pid in parent_ids
+            ]
         if ep.partitions:
             assert ep.partition_filter is not None
-            return [(value, ep.partition_filter.format(value), None) for value in ep.partitions]
-        return [("", None, None)]
+            return [
+                Partition(value, ep.partition_filter.format(value),
+                          columns={ep.partition_column: value} if ep.partition_column else None)
+                for value in ep.partitions
+            ]
+        return [Partition("")]
 
     def _window(self, saved: str | None) -> Window | None:
         lo = self.ctx.start
@@ -192,6 +264,41 @@ class EndpointReader:
             return None
         return Window(lo, self.ctx.until)
 
+    # --- run statistics -----------------------------------------------------------------------------
+
+    def _stats(self) -> RunStats:
+        """This run's statistics (a source object can run more than once: a new load id starts anew)."""
+        load_id = dlt.current.load_package_state()["load_id"]
+        if self._run is None or self._run.load_id != load_id:
+            label = self.ep.path
+            self._run = RunStats(load_id, self.ctx.client.requests[label], self.ctx.client.throttled[label])
+        return self._run
+
+    def _note_reread(self, stats: RunStats, window: Window, saved: str | None, part: Partition) -> None:
+        """The part of a window this run reads again: behind the saved cursor, or all of a fixed interval."""
+        if self.ep.membership and self.ctx.members_full_refresh:
+            stats.add_reread(self.ep.table, {"all": True})
+            return
+        hi = window.hi if self.ctx.stateless else (parse_instant(saved) if saved else None)
+        if hi is None:
+            return
+        assert self.ep.cursor is not None
+        stats.add_reread(self.ep.table, {
+            "column": self.ep.cursor,
+            "from": window.lo.isoformat() if window.lo else None,
+            "to": hi.isoformat(),
+            "where": part.columns or {},
+        })
+
+    def _report(self, stats: RunStats) -> None:
+        """The run's statistics as dlt custom metrics of this resource (in the run's trace and extract info)."""
+        label = self.ep.path
+        metrics = dlt.current.resource_metrics()
+        metrics["requests"] = self.ctx.client.requests[label] - stats.requests
+        metrics["throttled"] = self.ctx.client.throttled[label] - stats.throttled
+        metrics["seconds"] = round(time.monotonic() - stats.started, 3)
+        metrics["reread"] = stats.reread
+
     # --- chains -------------------------------------------------------------------------------------
 
     def _path_and_label(self, parent_id: str | None) -> tuple[str, str]:
@@ -199,29 +306,34 @@ class EndpointReader:
             return self.ep.path.replace("{id}", parent_id), self.ep.path
         return self.ep.path, self.ep.path
 
-    def _pages(self, fixed_filter: str | None, parent_id: str | None, extra: dict[str, str]) -> Iterator[Page]:
-        path, label = self._path_and_label(parent_id)
+    def _pages(self, part: Partition, extra: dict[str, str]) -> Iterator[Page]:
+        path, label = self._path_and_label(part.parent_id)
         params = {**self.params, **extra}
-        filters = [f for f in (fixed_filter, extra.get("filter")) if f]
+        filters = [f for f in (part.filter, extra.get("filter")) if f]
         if filters:
             params["filter"] = ",".join(filters)
 
         def check(document: Any) -> CheckedPage:
-            return self.check(document, parent_id)
+            checked = self.check(document, part.parent_id)
+            for name, value in (part.columns or {}).items():  # a campaign's channel, known from its query
+                if name not in checked.table.column_names:
+                    column = pa.array([value] * checked.table.num_rows, pa.string())
+                    checked.table = checked.table.append_column(name, column)
+            return checked
 
         try:
             yield from self.ctx.client.pages(path, params, self.governor, label, check)
         except KlaviyoAPIError as exc:
-            if exc.status == 404 and parent_id is not None:
+            if exc.status == 404 and part.parent_id is not None:
                 # The parent was deleted between listing it and reading below it: nothing to load.
-                log.info("%s: %s %s is gone, skipped", self.ep.table, self.ep.parent, parent_id)
+                log.info("%s: %s %s is gone, skipped", self.ep.table, self.ep.parent, part.parent_id)
                 return
             raise
 
-    def _chain_task(self, fixed_filter: str | None, parent_id: str | None) -> Task[Any]:
+    def _chain_task(self, part: Partition) -> Task[Any]:
         def run(pool: TaskPool[Any]) -> Iterator[Any]:
-            for page in self._pages(fixed_filter, parent_id, {}):
-                yield from self._items(page, parent_id)
+            for page in self._pages(part, {}):
+                yield from self._items(page, part)
 
         return run
 
@@ -230,18 +342,18 @@ class EndpointReader:
         ep = self.ep
         field = ep.cursor
         assert field is not None
-        fixed_filter, parent_id = span.key
+        part: Partition = span.key
         sent = Window(span.lo, span.hi)
         extra = {"filter": ",".join(sent.filter(field, ep.strict_lower)), "sort": field}
 
         def run(pool: TaskPool[Any]) -> Iterator[Any]:
             try:
-                for page in self._pages(fixed_filter, parent_id, extra):
+                for page in self._pages(part, extra):
                     checked = page.checked
                     assert checked is not None
                     cursors = checked.table.column(field)
                     if not len(cursors):
-                        yield from self._items(page, parent_id)  # records set aside, if any
+                        yield from self._items(page, part)  # records set aside, if any
                         return
                     hi = spans.hi(span)
                     last = cursors[-1].as_py()
@@ -253,7 +365,7 @@ class EndpointReader:
                         cursors = checked.table.column(field)
                     if len(cursors):
                         spans.read(span, cursors[0].as_py(), cursors[-1].as_py(), len(cursors), size)
-                    yield from self._items(page, parent_id)
+                    yield from self._items(page, part)
                     if not more:
                         return
             finally:
@@ -263,20 +375,31 @@ class EndpointReader:
 
     # --- pages to items ----------------------------------------------------------------------------
 
-    def _items(self, page: Page, parent_id: str | None) -> Iterator[Any]:
+    def _items(self, page: Page, part: Partition) -> Iterator[Any]:
         checked = page.checked
         assert checked is not None
         if checked.misfits:
-            label = self._path_and_label(parent_id)[1]
+            label = self._path_and_label(part.parent_id)[1]
             if self.ctx.strict:
                 raise InvalidRecordError(label, 200, f"{checked.describe()}; the same on two answers")
-            yield from set_aside.items(checked.misfits, label, parent_id)
+            yield from set_aside.items(checked.misfits, label, part.parent_id)
         if checked.table.num_rows:
             self.progress.add(checked.table.num_rows)
             yield checked.table
+        if self.ep.included:
+            self._note_included(page, checked)
         for table, rows in checked.included.items():
             if rows.num_rows:
                 yield dlt.mark.with_table_name(rows, table)
+
+    def _note_included(self, page: Page, checked: CheckedPage) -> None:
+        """Related records (campaign messages) are read again below every parent record read."""
+        kind = next((r.get("type") for r in page.document["data"] if isinstance(r, OBJECT)), None)
+        if self._run is None or not isinstance(kind, str) or not checked.table.num_rows:
+            return
+        ids = [str(i) for i in checked.table.column("id").to_pylist() if i is not None]
+        for table in self.ep.included.values():
+            self._run.add_below(table, f"{kind.replace('-', '_')}_id", ids)  # the parent column validate.py adds
 
 
 def _within(cursors: pa.ChunkedArray, lo: datetime | None, hi: datetime) -> pa.Array:
@@ -304,8 +427,14 @@ def _parent_ids(items: Any) -> list[str]:
     return [row["id"] for row in items if row.get("id") is not None]
 
 
+def _with_load_marker(columns: dict[str, Any]) -> dict[str, Any]:
+    """dlt adds `_dlt_load_id` to Arrow tables too (the source turns on add_dlt_load_id); declared nullable,
+    so that a table loaded before it existed can take the new column."""
+    return {**columns, "_dlt_load_id": {"data_type": "text", "nullable": True}}
+
+
 def _hints(endpoint: Endpoint, ctx: RunContext) -> dict[str, Any]:
-    columns = SHAPES[endpoint.table].hints()
+    columns = _with_load_marker(SHAPES[endpoint.table].hints())
     for key in endpoint.primary_key:
         columns.setdefault(key, {})["nullable"] = False
     # Merges always de-duplicate the staged rows: a load job replayed after a crash stages its rows twice.
@@ -338,7 +467,7 @@ def build_resources(ctx: RunContext, tables: Iterable[str]) -> list[DltResource]
 
             resource = dlt.transformer(child, data_from=made[endpoint.parent], parallelized=True, **hints)
         for table in endpoint.included.values():
-            _add_table(resource, table, SHAPES[table].hints(), "id")
-        _add_table(resource, set_aside.TABLE, set_aside.COLUMNS, "key")
+            _add_table(resource, table, _with_load_marker(SHAPES[table].hints()), "id")
+        _add_table(resource, set_aside.TABLE, _with_load_marker(set_aside.COLUMNS), "key")
         made[endpoint.table] = resource
     return [resource for table, resource in made.items() if table in wanted]

@@ -19,8 +19,8 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from klaviyo_source.backfill import backfill, read_through
 from klaviyo_source.client import KlaviyoClient
 from klaviyo_source.errors import KlaviyoAPIError
+from klaviyo_source.failures import root_cause
 from klaviyo_source.sandbox import Sandbox
-from pipelines.klaviyo_pipeline import root_cause
 from tests.integration.conftest import SIZES, Loader, assert_matches_ground_truth
 
 CHUNK_DAYS = 90

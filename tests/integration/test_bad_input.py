@@ -18,8 +18,9 @@ import klaviyo_source as klaviyo_module
 from klaviyo_source import TABLES, ConfigurationError, klaviyo_source
 from klaviyo_source.endpoints import ENDPOINTS
 from klaviyo_source.errors import AuthenticationError, MissingScopeError, RevisionError
+from klaviyo_source.failures import root_cause
 from klaviyo_source.sandbox import Sandbox
-from pipelines.klaviyo_pipeline import main, root_cause
+from pipelines.klaviyo_pipeline import main
 from tests.integration.conftest import Loader, assert_matches_ground_truth, cursors
 
 ALL_SCOPES = sorted({scope for endpoint in ENDPOINTS for scope in endpoint.scopes})
@@ -175,8 +176,8 @@ def test_unreachable_destination(loader: Loader, monkeypatch: pytest.MonkeyPatch
     loader.sandbox.reset_stats()
     status, stderr = cli(loader, monkeypatch, capsys, "--destination", "postgres")
     assert status == 1
-    assert_one_line(stderr, "the destination failed (sync step)", "127.0.0.1", "port 9",
-                    "check its credentials and that it is reachable; nothing was read or loaded")
+    assert_one_line(stderr, "cannot reach PostgreSQL at 127.0.0.1:9", "port 9", "check the host and port in "
+                    "[destination.postgres] credentials", "nothing was read or loaded")
     assert "hunter2secret" not in stderr
     assert loader.sandbox.stats()["total"] == 0
     assert_nothing_written(loader)

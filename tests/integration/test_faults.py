@@ -22,9 +22,9 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from klaviyo_source import TABLES
 from klaviyo_source import client as client_module
 from klaviyo_source.errors import KlaviyoAPIError
+from klaviyo_source.failures import root_cause
 from klaviyo_source.rows import parse_exact
 from klaviyo_source.sandbox import Sandbox
-from pipelines.klaviyo_pipeline import root_cause
 from tests.integration.conftest import (
     SIZES,
     Loader,

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import pytest
 import requests
-from urllib3.exceptions import ProtocolError
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
+from klaviyo_source import client as client_module
 from klaviyo_source.client import KlaviyoClient, RetryPolicy
 from klaviyo_source.endpoints import BY_TABLE
-from klaviyo_source.errors import AuthenticationError, InvalidRecordError, KlaviyoAPIError, RevisionError
+from klaviyo_source.errors import (
+    AuthenticationError,
+    InvalidRecordError,
+    KlaviyoAPIError,
+    RevisionError,
+    RunCancelled,
+)
 from klaviyo_source.rows import parse_lazy, plain
 from klaviyo_source.validate import PageCheck
 
@@ -28,7 +37,7 @@ class StubGovernor:
         self.waits: list[float] = []
         self.answers: list[tuple[float, int]] = []
 
-    def acquire(self) -> None:
+    def acquire(self, sleep: Any = None) -> None:
         self.acquired += 1
 
     def observe(self, headers: Mapping[str, str]) -> None:
@@ -332,3 +341,62 @@ def test_long_values_are_not_repeated_in_messages(decode: Any) -> None:
                                                              "email": ["someone.private@example.com"] * 3}}
     found = misfits(check, {"data": [record]}, decode)
     assert "private" not in found[0] and "field 'email' is list, expected a string" in found[0]
+
+
+def refused() -> requests.ConnectionError:
+    """What requests raises when nothing listens (or no DNS, no route): no connection was made at all."""
+    return requests.ConnectionError(MaxRetryError(None, "/api/events", NewConnectionError(None, "refused")))  # type: ignore[arg-type]
+
+
+def test_unreachable_klaviyo_is_given_up_after_a_time_budget_not_a_count() -> None:
+    """Many more attempts than `attempts`, all within the budget; the message says for how long and what to check."""
+    budget = RetryPolicy(attempts=2, base=0.001, cap=0.002, unreachable_budget=0.2)
+    client = KlaviyoClient(KEY, "https://a.klaviyo.com/api", "2026-07-15", retry=budget)
+    sent = scripted(client, *[refused()] * 10_000)
+    with pytest.raises(KlaviyoAPIError) as caught:
+        client.get("https://a.klaviyo.com/api/events", None, StubGovernor(), "/events")  # type: ignore[arg-type]
+    assert len(sent) > 2
+    assert str(caught.value) == ("Klaviyo /events: no answer: could not connect to a.klaviyo.com for 0 s; check this "
+                                 "machine's network, proxy and the base_url.")
+
+
+def test_an_answer_restarts_the_unreachable_budget() -> None:
+    budget = RetryPolicy(base=0.05, cap=0.05, unreachable_budget=0.12)
+    client = KlaviyoClient(KEY, "https://a.klaviyo.com/api", "2026-07-15", retry=budget)
+    answers = [refused(), refused(), answer(200)] * 3
+    scripted(client, *answers)
+    for _ in range(3):  # each request retries for ~0.1 s: together longer than the budget, never unreachable
+        client.get("https://a.klaviyo.com/api/events", None, StubGovernor(), "/events")  # type: ignore[arg-type]
+
+
+def test_a_cancelled_run_sends_nothing_more_and_stops_waiting() -> None:
+    """Another table failed: a request about to be sent is not, and a retry wait ends at once."""
+    patient = RetryPolicy(base=600.0, cap=600.0)
+    client = KlaviyoClient(KEY, "https://a.klaviyo.com/api", "2026-07-15", retry=patient)
+    sent = scripted(client, answer(503), answer(200))
+    failure = RuntimeError("profiles failed")
+    threading.Timer(0.2, client.cancel.set, [failure]).start()
+    with pytest.raises(RunCancelled) as caught:  # were the wait not cut short, the 200 would come in 5 to 10 min
+        client.get("https://a.klaviyo.com/api/events", None, StubGovernor(), "/events")  # type: ignore[arg-type]
+    assert caught.value.__cause__ is failure and len(sent) == 1
+    with pytest.raises(RunCancelled):
+        client.get("https://a.klaviyo.com/api/events", None, StubGovernor(), "/events")  # type: ignore[arg-type]
+    assert len(sent) == 1
+
+
+def test_retries_are_logged_at_a_pace_a_reader_can_follow(monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    notices = client_module._Notices()
+    clock = [100.0]
+    monkeypatch.setattr(client_module.time, "monotonic", lambda: clock[0])
+    with caplog.at_level(logging.WARNING, logger="klaviyo_source"):
+        for table in ("/events", "/profiles", "/metrics"):
+            notices.log(logging.WARNING, "could not connect", f"{table}: could not connect; retry 1")
+        notices.log(logging.WARNING, "HTTP 503: down", "/events: HTTP 503: down; retry 2")
+        clock[0] += client_module.NOTICE_EVERY
+        notices.log(logging.WARNING, "could not connect", "/tags: could not connect; retry 3")
+    assert [r.getMessage() for r in caplog.records] == [
+        "/events: could not connect; retry 1",
+        "/events: HTTP 503: down; retry 2",
+        "/tags: could not connect; retry 3 (and 2 more like it since the last such line)",
+    ]

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from klaviyo_source.concurrency import YOUNG_GC_THRESHOLD, Budget, Slots, Task, TaskPool
+from klaviyo_source.concurrency import YOUNG_GC_THRESHOLD, Budget, Cancel, Slots, Task, TaskPool
+from klaviyo_source.errors import RunCancelled
 
 
 def test_every_result_of_every_task_once_including_tasks_added_on_the_way() -> None:
@@ -137,3 +138,32 @@ def test_free_slots_are_filled_with_stolen_work() -> None:
     results = TaskPool[int](16, slots, steal).results([piece])  # one chain to start with
     assert sorted(results) == list(range(40))
     assert pace.most == 4  # the free slots were used, and never more than they allow
+
+
+def test_a_cancelled_run_ends_a_pool_waiting_for_pages_with_the_cause() -> None:
+    """A chain stuck in a long wait (a retry, a rate-limit pause) is cut short when another table fails."""
+    cancel = Cancel()
+    waiting = threading.Event()
+
+    def slow(pool: TaskPool[int]) -> Iterator[int]:
+        waiting.set()
+        cancel.sleep(600)  # raises RunCancelled as soon as the run is cancelled
+        yield 1
+
+    failure = RuntimeError("the events table failed")
+    results = TaskPool[int](2, cancel=cancel).results([slow])
+    threading.Timer(0.0, lambda: (waiting.wait(), cancel.set(failure))).start()
+    with pytest.raises(RunCancelled) as caught:
+        next(results)
+    assert caught.value.__cause__ is failure  # whoever reports the run reports the real cause
+    assert not any(t.name.startswith("klaviyo-") and t.is_alive() for t in threading.enumerate())
+
+
+def test_the_first_cause_is_kept() -> None:
+    cancel = Cancel()
+    first, second = ValueError("first"), ValueError("second")
+    cancel.set(first)
+    cancel.set(second)
+    with pytest.raises(RunCancelled) as caught:
+        cancel.check()
+    assert caught.value.__cause__ is first

@@ -9,13 +9,14 @@ from collections import namedtuple
 from pathlib import Path
 from typing import Any
 
+import dlt
 import duckdb
 import psycopg2
 import pytest
 from dlt.destinations.exceptions import DatabaseTransientException, DestinationConnectionError
 
-from klaviyo_source.errors import AuthenticationError
-from klaviyo_source.failures import EXIT_LOCKED, OneLineRecords, explain
+from klaviyo_source.errors import AuthenticationError, ConfigurationError, KlaviyoAPIError, RunCancelled
+from klaviyo_source.failures import EXIT_FAILED, EXIT_LOCKED, EXIT_USAGE, OneLineRecords, describe, explain
 from klaviyo_source.locks import Holder, LockHeld
 
 
@@ -156,3 +157,53 @@ def test_nothing_is_folded_at_debug(monkeypatch: pytest.MonkeyPatch) -> None:
         assert OneLineRecords().filter(record) and record.exc_info is not None
     finally:
         root.setLevel(level)
+
+
+# --- describe: the command line's line and exit status for any failure ------------------------------------
+
+class StepFailed(Exception):
+    """Stands for dlt's PipelineStepFailed: the step, and the cause chained below."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__(f"Pipeline execution failed at `step={step}`")
+        self.step = step
+
+
+def failed(step: str, cause: BaseException) -> BaseException:
+    try:
+        try:
+            raise cause
+        except BaseException as inner:
+            raise StepFailed(step) from inner
+    except StepFailed as outer:
+        return outer
+
+
+def test_a_table_stopped_by_another_reports_the_other_tables_error() -> None:
+    real = KlaviyoAPIError("/metrics", 403, "You do not have permission.", "permission_denied")
+    failure = describe(failed("extract", RunCancelled(real)))
+    assert failure == describe(failed("extract", real))
+    assert failure.message == "Klaviyo /metrics: HTTP 403 [permission_denied]: You do not have permission."
+    assert failure.exit_code == EXIT_FAILED
+
+
+def test_bad_configuration_is_a_usage_error() -> None:
+    failure = describe(failed("extract", ConfigurationError("concurrency must be between 1 and 64, got 0.")))
+    assert (failure.message, failure.exit_code) == ("concurrency must be between 1 and 64, got 0.", EXIT_USAGE)
+
+
+def test_missing_destination_credentials_name_the_file_and_the_variable(tmp_path: Path) -> None:
+    pipeline = dlt.pipeline("failures_unit", destination="postgres", dataset_name="x", pipelines_dir=str(tmp_path))
+    with pytest.raises(Exception) as caught:
+        pipeline.destination_client()
+    failure = describe(caught.value)
+    assert failure.exit_code == EXIT_USAGE
+    assert failure.message == ("Missing configuration: set [destination.postgres] credentials in .dlt/secrets.toml "
+                               "or DESTINATION__POSTGRES__CREDENTIALS.")
+
+
+def test_an_unrecognized_destination_error_is_its_first_line_and_what_the_run_left() -> None:
+    binder = failed("load", RuntimeError('Binder Error: Ambiguous reference to catalog or schema "klaviyo"\nmore'))
+    assert describe(binder).message == ('the destination failed (load step): Binder Error: Ambiguous reference to '
+                                        'catalog or schema "klaviyo"; nothing is lost: what was read waits in the '
+                                        'pipeline folder and the next run loads it first.')
