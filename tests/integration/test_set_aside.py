@@ -18,9 +18,10 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from klaviyo_source import client as client_module
 from klaviyo_source import set_aside
 from klaviyo_source.errors import InvalidRecordError
+from klaviyo_source.failures import root_cause
 from klaviyo_source.rows import parse_exact
 from klaviyo_source.sandbox import Sandbox
-from pipelines.klaviyo_pipeline import main, root_cause
+from pipelines.klaviyo_pipeline import main
 from tests.integration.conftest import Loader, assert_matches_ground_truth, cursors
 
 Change = Callable[[dict[str, Any]], None]
