@@ -5,7 +5,9 @@
     .venv/bin/python -m klaviyo_source.sql -c "select count(*) from events"
     .venv/bin/python -m klaviyo_source.sql < queries.sql
 
-Type or paste statements ending with `;`; Ctrl-D ends the session. The file is opened read-only.
+Type or paste statements ending with `;`; Ctrl-D ends the session. The file is opened read-only, and only
+while a statement runs: DuckDB lets no other process open a file while one writes to it, nor write while
+another holds it open, so a session that kept the file open would make the next scheduled run fail.
 It needs only the duckdb package the project installs: the `duckdb` command-line program is installed by
 nothing here, and the duckdb-cli package on PyPI cannot read files of the DuckDB version dlt writes with.
 """
@@ -16,44 +18,45 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import duckdb
 
 from klaviyo_source import DATASET, DUCKDB_FILE
 
 
-def open_session(database: str, dataset: str) -> duckdb.DuckDBPyConnection:
+@contextlib.contextmanager
+def opened(database: str, dataset: str) -> Iterator[duckdb.DuckDBPyConnection]:
     """The file, read-only, with `dataset` as the default schema (tables need no qualification)."""
-    connection = duckdb.connect(database, read_only=True)
-    catalog = connection.execute("select current_database()").fetchone()[0]  # type: ignore[index]
-    schemas = [r[0] for r in connection.execute(
-        "select schema_name from information_schema.schemata where catalog_name = ?", [catalog]).fetchall()]
-    if dataset not in schemas:
-        connection.close()
-        found = ", ".join(s for s in schemas if s not in ("main", "information_schema", "pg_catalog")) or "none"
-        raise SystemExit(f"error: {database} has no schema {dataset!r} (schemas there: {found}); pass --dataset.")
-    # Qualified with the catalog: a file named like its dataset (klaviyo.duckdb, schema klaviyo) stays usable.
-    connection.execute(f'use "{catalog}"."{dataset}"')
-    return connection
+    with duckdb.connect(database, read_only=True) as connection:
+        catalog = connection.execute("select current_database()").fetchone()[0]  # type: ignore[index]
+        schemas = [r[0] for r in connection.execute(
+            "select schema_name from information_schema.schemata where catalog_name = ?", [catalog]).fetchall()]
+        if dataset not in schemas:
+            found = ", ".join(s for s in schemas if s not in ("main", "information_schema", "pg_catalog")) or "none"
+            raise SystemExit(f"error: {database} has no schema {dataset!r} (schemas there: {found}); pass --dataset.")
+        # Qualified with the catalog: a file named like its dataset (klaviyo.duckdb, schema klaviyo) stays usable.
+        connection.execute(f'use "{catalog}"."{dataset}"')
+        yield connection
 
 
-def run(connection: duckdb.DuckDBPyConnection, text: str) -> bool:
+def run(database: str, dataset: str, text: str) -> bool:
     """Runs every statement of `text`, printing each result; False if one failed (the others still run)."""
     ok = True
     try:
-        statements = duckdb.extract_statements(text)
-    except duckdb.Error as exc:
+        parsed = duckdb.extract_statements(text)
+        with opened(database, dataset) as connection:
+            for statement in parsed:
+                try:
+                    result = connection.sql(statement.query)
+                    if result is not None:
+                        result.show(max_rows=50)
+                except duckdb.Error as exc:
+                    print(f"Error: {exc}", file=sys.stderr)
+                    ok = False
+    except duckdb.Error as exc:  # a statement that does not parse, or the file in use by a run
         print(f"Error: {exc}", file=sys.stderr)
         return False
-    for statement in statements:
-        try:
-            result = connection.sql(statement.query)
-            if result is not None:
-                result.show(max_rows=50)
-        except duckdb.Error as exc:
-            print(f"Error: {exc}", file=sys.stderr)
-            ok = False
     return ok
 
 
@@ -94,23 +97,23 @@ def main(argv: list[str] | None = None) -> int:
               "the file to open.", file=sys.stderr)
         return 2
     try:
-        connection = open_session(args.database, args.dataset)
+        with opened(args.database, args.dataset) as connection:
+            tables = [r[0] for r in connection.execute(
+                "select table_name from information_schema.tables where table_schema = ? and table_name not like "
+                "'\\_dlt%' escape '\\' order by 1", [args.dataset]).fetchall()]
     except duckdb.Error as exc:
         print(f"error: cannot open {args.database}: {exc}", file=sys.stderr)
         return 1
-    with connection:
-        if args.command is not None:
-            return 0 if run(connection, args.command) else 1
-        if not sys.stdin.isatty():  # piped: read as if typed, statement by statement
-            results = [run(connection, text) for text in statements(line.rstrip("\n") for line in sys.stdin)]
-            return 0 if all(results) else 1
-        tables = [r[0] for r in connection.execute(
-            "select table_name from information_schema.tables where table_schema = ? and table_name not like "
-            "'\\_dlt%' escape '\\' order by 1", [args.dataset]).fetchall()]
-        print(f"{args.database}, schema {args.dataset}: {', '.join(tables)}")
-        print("End statements with ; - Ctrl-D quits.")
-        for text in statements(_typed_lines()):
-            run(connection, text)
+    if args.command is not None:
+        return 0 if run(args.database, args.dataset, args.command) else 1
+    if not sys.stdin.isatty():  # piped: read as if typed, statement by statement
+        lines = (line.rstrip("\n") for line in sys.stdin)
+        results = [run(args.database, args.dataset, text) for text in statements(lines)]
+        return 0 if all(results) else 1
+    print(f"{args.database}, schema {args.dataset}: {', '.join(tables)}")
+    print("End statements with ; - Ctrl-D quits.")
+    for text in statements(_typed_lines()):
+        run(args.database, args.dataset, text)
     return 0
 
 
