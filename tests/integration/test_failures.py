@@ -67,6 +67,20 @@ def test_unreachable_klaviyo_gives_up_after_its_time_budget(tmp_path: Path, monk
     assert not (tmp_path / "k.duckdb").exists()
 
 
+def test_a_run_that_cannot_resolve_klaviyo_stops_without_thread_pool_noise(tmp_path: Path) -> None:
+    """No name resolution at all (the first day on a machine without network), with the real 30 s budget: by
+    then every table has its planned chains retrying, a hundred threads or more. The cancelled pools used to
+    join them one by one (0.05 s each), past dlt's 2 s pool shutdown, which then logged its ERROR."""
+    env = {**os.environ, "SOURCES__KLAVIYO__API_KEY": "pk_unreachable_0123456789"}
+    done = subprocess.run([sys.executable, str(CLI), "--base-url", "https://klaviyo.invalid/api"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and lines[-1].startswith("error: Klaviyo /"), done.stderr
+    assert "could not connect to klaviyo.invalid for" in lines[-1]
+    assert "thread pool" not in done.stderr and "ERROR" not in done.stderr, done.stderr
+    assert not (tmp_path / "klaviyo_data.duckdb").exists()
+
+
 def test_the_connection_pool_holds_every_thread_that_runs(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Many lists fan out into many member readers at once: at --concurrency 1 the old fixed pool (8) overflowed."""
