@@ -41,6 +41,10 @@ YOUNG_GC_THRESHOLD = 50_000
 # allows about 120 such pages: 60 pages a second (Klaviyo's steady limit for events) at 2 s per answer.
 MEMORY_BUDGET = 192 * 2**20
 RESULTS_BUFFERED = 8  # pages handed over but not yet taken by the consumer
+# Answers in hand that wait for the CPU (or for the consumer) before an endpoint sends no more requests:
+# when our side is the bottleneck, more requests in flight only hold more pages in memory, and the time
+# they wait makes Klaviyo's answers look slower than they are.
+ANSWERS_WAITING = 4
 
 
 class _GcThreshold:
@@ -129,12 +133,15 @@ class Slots:
         page_bytes: Callable[[], float],
         budget: Budget,
         cap: int | None = None,
+        waiting: Callable[[], int] = lambda: 0,
     ) -> None:
         self._target = target
         self._page_bytes = page_bytes
+        self._waiting = waiting  # answers in hand waiting for the CPU
         self.budget = budget
         self.cap = cap
         self.busy = 0
+        self.stalled = 0  # steps whose page waits for the consumer to take it
         self.peak = 0  # most steps in progress at once, for progress reports and benchmarks
 
     def limit(self) -> int:
@@ -145,7 +152,11 @@ class Slots:
 
     def free(self) -> int:
         with self.budget.cond:
-            return self.limit() - self.busy
+            return 0 if self._backlogged() else self.limit() - self.busy
+
+    def _backlogged(self) -> bool:
+        """Our side is the bottleneck: pages are in hand that the CPU or the consumer has not got to yet."""
+        return self._waiting() + self.stalled >= ANSWERS_WAITING
 
     def acquire(self, stop: threading.Event) -> int | None:
         """Waits for a slot; the bytes it reserved, or None when `stop` was set meanwhile."""
@@ -154,7 +165,7 @@ class Slots:
         with cond:
             while not stop.is_set():
                 fits = self.budget.held + size <= self.budget.total or self.busy == 0
-                if fits and self.busy < self.limit():
+                if fits and self.busy < self.limit() and not self._backlogged():
                     self.busy += 1
                     self.budget.held += size
                     self.peak = max(self.peak, self.busy)
@@ -329,14 +340,30 @@ class TaskPool(Generic[T]):
             self._grow()
 
     def _put(self, item: object, force: bool = False) -> bool:
-        while force or not self._stop.is_set():
-            try:
-                self._out.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                if force and self._stop.is_set():
-                    self._drop_one()
-        return False
+        try:
+            self._out.put_nowait(item)
+            return True
+        except queue.Full:
+            pass
+        self._stall(+1)
+        try:
+            while force or not self._stop.is_set():
+                try:
+                    self._out.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    if force and self._stop.is_set():
+                        self._drop_one()
+            return False
+        finally:
+            self._stall(-1)
+
+    def _stall(self, change: int) -> None:
+        if self.slots is not None:
+            with self.slots.budget.cond:
+                self.slots.stalled += change
+                if change < 0:
+                    self.slots.budget.cond.notify_all()
 
     def _drop_one(self) -> None:
         """On shutdown nobody reads results any more; make room for a worker's final marker."""

@@ -69,10 +69,11 @@ class Governor:
         self._sent = threading.local()  # when this thread's request was admitted
         self.margin = INITIAL_MARGIN
         self.waited = 0.0  # seconds threads spent waiting here, for progress reports
-        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)  # seconds from sending to the last byte
+        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)  # seconds from sending to the answer
         self.latency: float | None = None  # their low quantile (see LATENCY_QUANTILE)
         self.page_bytes: float | None = None  # running average of an answer's size (decompressed)
         self.throttles = 0  # 429 answers seen
+        self.in_hand = 0  # answers received and waiting for a turn at the CPU
         self._backoff = 1.0  # share of the in-flight target; halved by each 429, regained answer by answer
 
     def _roll(self, now: float) -> None:
@@ -158,16 +159,23 @@ class Governor:
             self.throttles += 1
             self._backoff = max(0.05, self._backoff / 2)
 
-    def answered(self, seconds: float, size: int) -> None:
-        """An answer took `seconds` from sending to its last byte and was `size` bytes long (decompressed)."""
+    def answered(self, seconds: float) -> None:
+        """An answer's headers came `seconds` after the request was sent."""
         with self._lock:
             self._latencies.append(seconds)
             self.latency = sorted(self._latencies)[int(LATENCY_QUANTILE * (len(self._latencies) - 1))]
-            if self.page_bytes is None:
-                self.page_bytes = float(size)
-            else:
-                self.page_bytes += SIZE_WEIGHT * (size - self.page_bytes)
             self._backoff = min(1.0, self._backoff + RECOVERY)
+
+    def sized(self, size: int) -> None:
+        """An answer's body was `size` bytes (decompressed): what a page in hand costs."""
+        with self._lock:
+            self.page_bytes = float(size) if self.page_bytes is None else (
+                self.page_bytes + SIZE_WEIGHT * (size - self.page_bytes))
+
+    def hold(self, change: int) -> None:
+        """An answer of this endpoint starts (+1) or stops (-1) waiting for a turn at the CPU."""
+        with self._lock:
+            self.in_hand += change
 
     def inflight(self, latency: float | None = None) -> int:
         """Requests worth having in flight now: allowed rate x latency, within what is left of the minute.

@@ -30,7 +30,7 @@ from klaviyo_source.endpoints import ENDPOINTS, PREDICTIVE_TIER, Endpoint, Mode
 from klaviyo_source.errors import InvalidRecordError, KlaviyoAPIError, MissingScopeError, RunCancelled
 from klaviyo_source.first_load import mark_appended, table_is_empty
 from klaviyo_source.rate_limit import Governor, GovernorRegistry
-from klaviyo_source.rows import OBJECT, SHAPES
+from klaviyo_source.rows import SHAPES
 from klaviyo_source.validate import CheckedPage, PageCheck
 from klaviyo_source.windows import Plan, Span, Window, parse_instant, plan
 
@@ -148,7 +148,7 @@ class EndpointReader:
             params["page[size]"] = str(endpoint.page_size)
         self.params = {name: value for name, value in params.items() if endpoint.sends(name, ctx.revision)}
         self.governor: Governor = ctx.governors.get(key, tier)
-        self.slots = Slots(self._inflight, self._page_bytes, ctx.budget, ctx.concurrency)
+        self.slots = Slots(self._inflight, self._page_bytes, ctx.budget, ctx.concurrency, self._in_hand)
         self.progress = Progress(endpoint.table, self.governor, self.slots)
         self.check = PageCheck(endpoint)
         self.windowed = endpoint.mode is Mode.WINDOW and not (endpoint.membership and ctx.members_full_refresh)
@@ -156,6 +156,9 @@ class EndpointReader:
 
     def _inflight(self) -> int:
         return self.governor.inflight(self.ctx.governors.latency())
+
+    def _in_hand(self) -> int:
+        return self.governor.in_hand
 
     def _page_bytes(self) -> float:
         size = self.governor.page_bytes or (self.ep.page_size or 100) * RECORD_BYTES
@@ -357,7 +360,7 @@ class EndpointReader:
                         return
                     hi = spans.hi(span)
                     last = cursors[-1].as_py()
-                    more = bool((page.document.get("links") or {}).get("next")) and last < hi
+                    more = page.next is not None and last < hi
                     size = len(cursors) if more else None
                     if ep.strict_lower or hi < sent.hi:
                         # rows below lo (greater-than sent a second early) or that another chain now reads
@@ -366,6 +369,7 @@ class EndpointReader:
                     if len(cursors):
                         spans.read(span, cursors[0].as_py(), cursors[-1].as_py(), len(cursors), size)
                     yield from self._items(page, part)
+                    del page, cursors  # not kept while this chain waits for its next turn
                     if not more:
                         return
             finally:
@@ -387,15 +391,15 @@ class EndpointReader:
             self.progress.add(checked.table.num_rows)
             yield checked.table
         if self.ep.included:
-            self._note_included(page, checked)
+            self._note_included(checked)
         for table, rows in checked.included.items():
             if rows.num_rows:
                 yield dlt.mark.with_table_name(rows, table)
 
-    def _note_included(self, page: Page, checked: CheckedPage) -> None:
+    def _note_included(self, checked: CheckedPage) -> None:
         """Related records (campaign messages) are read again below every parent record read."""
-        kind = next((r.get("type") for r in page.document["data"] if isinstance(r, OBJECT)), None)
-        if self._run is None or not isinstance(kind, str) or not checked.table.num_rows:
+        kind = checked.kind
+        if self._run is None or kind is None or not checked.table.num_rows:
             return
         ids = [str(i) for i in checked.table.column("id").to_pylist() if i is not None]
         for table in self.ep.included.values():

@@ -36,6 +36,7 @@ class CheckedPage:
     table: pa.Table
     included: dict[str, pa.Table] = field(default_factory=dict)
     misfits: list[tuple[str, Misfit]] = field(default_factory=list)  # (table, misfit)
+    kind: str | None = None  # JSON:API type of the records, when related records come along (their parent)
 
     def signature(self) -> tuple[Any, ...]:
         """Equal for two answers that failed the same way (the same records, fields and problems)."""
@@ -64,6 +65,8 @@ class PageCheck:
         table, misfits = self.shape.convert(data, extra, self.needs_type)
         page = CheckedPage(table, misfits=[(ep.table, m) for m in misfits])
         if ep.included:
+            page.kind = next((str(r["type"]) for r in data if isinstance(r, OBJECT) and isinstance(r.get("type"), str)),
+                             None)
             self._included(data, document, page)
         return page
 

@@ -115,10 +115,11 @@ def test_requests_in_flight_are_the_allowed_rate_times_the_latency(clock: FakeCl
     assert governor.inflight() == 75 + 1  # before any answer: a second per answer is assumed
     assert governor.inflight(latency=0.2) == 15 + 1  # or what other endpoints have seen
     for _ in range(20):
-        governor.answered(2.0, 90_000)
+        governor.answered(2.0)
+        governor.sized(90_000)
     assert governor.inflight() == 150 + 1  # one more, so a request is already under way when one is answered
     for _ in range(20):
-        governor.answered(0.1, 90_000)
+        governor.answered(0.1)
     assert governor.inflight() == 8 + 1
     assert governor.page_bytes == pytest.approx(90_000)
 
@@ -127,13 +128,13 @@ def test_a_few_slow_answers_do_not_raise_the_latency(clock: FakeClock) -> None:
     # answers that waited for our own busy CPU look slow; requests in flight should not grow for them
     governor = Governor(Tier(burst=75, steady=750), clock=clock)
     for seconds in [1.0] * 30 + [6.0] * 8:
-        governor.answered(seconds, 1000)
+        governor.answered(seconds)
     assert governor.latency == 1.0
 
 
 def test_requests_in_flight_never_exceed_what_is_left_of_the_minute(clock: FakeClock) -> None:
     governor = Governor(Tier(burst=75, steady=750), clock=clock)
-    governor.answered(1.0, 1000)
+    governor.answered(1.0)
     governor.acquire()
     governor.observe({"RateLimit-Limit": "750", "RateLimit-Remaining": "10", "RateLimit-Reset": "30"})
     assert governor.inflight() == 10 + 1  # others used the rest of the account's quota
@@ -143,11 +144,11 @@ def test_requests_in_flight_never_exceed_what_is_left_of_the_minute(clock: FakeC
 
 def test_a_429_halves_requests_in_flight_and_answers_win_them_back(clock: FakeClock) -> None:
     governor = Governor(Tier(burst=100, steady=10_000), clock=clock)
-    governor.answered(1.0, 1000)
+    governor.answered(1.0)
     before = governor.inflight()
     governor.throttled(1)
     governor.throttled(1)
     assert governor.inflight() == 25 + 1 and governor.throttles == 2
     for _ in range(100):
-        governor.answered(1.0, 1000)
+        governor.answered(1.0)
     assert governor.inflight() == before
