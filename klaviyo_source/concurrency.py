@@ -40,7 +40,7 @@ YOUNG_GC_THRESHOLD = 50_000
 # together. A 1,000-event page is about 0.8 MB of JSON and as much again while it becomes Arrow, so this
 # allows about 120 such pages: 60 pages a second (Klaviyo's steady limit for events) at 2 s per answer.
 MEMORY_BUDGET = 192 * 2**20
-RESULTS_BUFFERED = 8  # pages handed over but not yet taken by the consumer
+RESULTS_BUFFERED = 16  # pages handed over but not yet taken by the consumer
 # Answers in hand that wait for the CPU (or for the consumer) before an endpoint sends no more requests:
 # when our side is the bottleneck, more requests in flight only hold more pages in memory, and the time
 # they wait makes Klaviyo's answers look slower than they are.
@@ -220,28 +220,46 @@ class TaskPool(Generic[T]):
             self._grow()
 
     def results(self, tasks: Iterable[Task[T]]) -> Iterator[T]:
-        with _gc_threshold.raised():
-            yield from self._results(tasks)
+        for batch in self.batches(tasks):
+            yield from batch
 
-    def _results(self, tasks: Iterable[Task[T]]) -> Iterator[T]:
+    def batches(self, tasks: Iterable[Task[T]]) -> Iterator[list[T]]:
+        """What the tasks produce, as lists of everything ready at the moment (at least one item each).
+
+        A consumer that falls behind gets its backlog in one piece, so what it does per item, it does less often.
+        """
+        with _gc_threshold.raised():
+            yield from self._batches(tasks)
+
+    def _batches(self, tasks: Iterable[Task[T]]) -> Iterator[list[T]]:
         with self._cond:
             self._pending.extend(tasks)
             self._started = True
         self._grow()
         ended = 0  # threads whose final marker arrived: everything they produced came before it
         try:
-            while True:
+            finished = False
+            while not finished:
+                batch: list[T] = []
                 item = self._next()
-                if item is _DONE:
-                    ended += 1
-                    with self._cond:
-                        finished = ended == self._spawned
-                        if finished and (not self._pending or self._stop.is_set()):
-                            break
-                    if finished:  # a task was added as the last thread left: start one for it
-                        self._grow()
-                    continue
-                yield item  # type: ignore[misc]
+                while True:
+                    if item is _DONE:
+                        ended += 1
+                        with self._cond:
+                            last = ended == self._spawned
+                            finished = last and (not self._pending or self._stop.is_set())
+                        if last and not finished:  # a task was added as the last thread left: start one for it
+                            self._grow()
+                    else:
+                        batch.append(item)  # type: ignore[arg-type]
+                    if finished:
+                        break
+                    try:
+                        item = self._out.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    yield batch
             if self._error is not None:
                 raise self._error
         finally:

@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from klaviyo_source.endpoints import Tier
 
@@ -39,6 +39,7 @@ DEFAULT_LATENCY = 1.0
 # the bottleneck, answers wait for a thread to read them and look slower than Klaviyo is; more requests in
 # flight would not help then, only hold more memory.
 LATENCY_SAMPLES = 64
+KNEE_SAMPLES = 16  # answers before a knee is fitted (see _pace)
 LATENCY_QUANTILE = 0.25
 SIZE_WEIGHT = 0.1  # of each new answer in the running average of answer sizes
 RECOVERY = 0.02  # of the in-flight share regained per answer after a 429 halved it
@@ -69,8 +70,11 @@ class Governor:
         self._sent = threading.local()  # when this thread's request was admitted
         self.margin = INITIAL_MARGIN
         self.waited = 0.0  # seconds threads spent waiting here, for progress reports
-        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)  # seconds from sending to the answer
-        self.latency: float | None = None  # their low quantile (see LATENCY_QUANTILE)
+        # (requests on the wire when sent, seconds from sending to the answer) of the last answers
+        self._latencies: deque[tuple[int, float]] = deque(maxlen=LATENCY_SAMPLES)
+        self._wire = 0
+        self.latency: float | None = None  # Klaviyo's own time to answer, without queueing (see _pace)
+        self.knee: float | None = None  # requests on the wire at which answers take twice as long
         self.page_bytes: float | None = None  # running average of an answer's size (decompressed)
         self.throttles = 0  # 429 answers seen
         self.in_hand = 0  # answers received and waiting for a turn at the CPU
@@ -159,11 +163,21 @@ class Governor:
             self.throttles += 1
             self._backoff = max(0.05, self._backoff / 2)
 
-    def answered(self, seconds: float) -> None:
-        """An answer's headers came `seconds` after the request was sent."""
+    def sent(self) -> int:
+        """A request goes out; the requests of this endpoint now on the wire (for `returned`)."""
         with self._lock:
-            self._latencies.append(seconds)
-            self.latency = sorted(self._latencies)[int(LATENCY_QUANTILE * (len(self._latencies) - 1))]
+            self._wire += 1
+            return self._wire
+
+    def returned(self, seconds: float | None, wire: int) -> None:
+        """The request sent with `wire` requests on the wire came back: an answer's headers after `seconds`
+        (None: it failed, or was an error answer, which says nothing of how long pages take)."""
+        with self._lock:
+            self._wire -= 1
+            if seconds is None:
+                return
+            self._latencies.append((wire, seconds))
+            self.latency, self.knee = _pace(self._latencies)
             self._backoff = min(1.0, self._backoff + RECOVERY)
 
     def sized(self, size: int) -> None:
@@ -187,8 +201,34 @@ class Governor:
             seconds = self.latency if self.latency is not None else (latency or DEFAULT_LATENCY)
             filling = math.ceil(self.burst_cap * seconds * self._backoff)
             left = self.steady_cap - self._steady_used
+            queueing = round(2 * self.knee) if self.knee is not None else filling
             # one more than the formula, so that a request is already on its way when one is answered
-            return max(1, min(filling, left)) + 1
+            return max(1, min(filling, left, queueing)) + 1
+
+
+def _pace(samples: Iterable[tuple[int, float]]) -> tuple[float, float | None]:
+    """Klaviyo's own latency, and the requests on the wire at which answers would take twice as long.
+
+    Fits latency = base + per_request x requests on the wire over the last answers. Klaviyo's latency does
+    not depend on how many requests one client has out, so per_request is about 0 and the base is the
+    latency (its low quantile: answers that waited for our CPU look slower than they were). Where answers do
+    queue (a server or a link that one client can saturate, or our own CPU), per_request is the time each
+    request adds: past base / per_request requests on the wire, answers only take longer, none come sooner.
+    """
+    points = list(samples)
+    seconds = sorted(latency for _, latency in points)
+    quantile = seconds[int(LATENCY_QUANTILE * (len(seconds) - 1))]
+    wires = [wire for wire, _ in points]
+    if len(points) < KNEE_SAMPLES or max(wires) < 2 * min(wires):
+        return quantile, None  # too few answers, or all at about the same load: nothing to fit
+    mean_wire = sum(wires) / len(points)
+    mean_seconds = sum(seconds) / len(points)
+    spread = sum((w - mean_wire) ** 2 for w in wires)
+    per_request = sum((w - mean_wire) * (s - mean_seconds) for w, s in points) / spread
+    base = mean_seconds - per_request * mean_wire
+    if per_request <= 0 or base <= 0:
+        return quantile, None
+    return min(quantile, base), base / per_request
 
 
 def _first_int(value: str | None) -> int | None:

@@ -41,6 +41,8 @@ MAX_CHAINS = 256  # threads of one read; how many of them send requests at once 
 # An answer in hand costs about twice its JSON: the body, then its parsed form or Arrow table.
 HELD_PER_BYTE = 2.0
 RECORD_BYTES = 1000  # guessed size of a record until the first answers tell
+JOINED_ROWS = 50_000  # rows of pages handed to dlt as one table (see Joiner)
+JOINED_SECONDS = 2.0
 
 
 @dataclass
@@ -208,11 +210,15 @@ class EndpointReader:
         cancel = self.ctx.client.cancel
         pool: TaskPool[Any] = TaskPool(MAX_CHAINS, self.slots, steal if self.windowed else None, cancel=cancel)
         hints = self._append_hints(cursors, partitions)
+        pages = Joiner()
         try:
-            for item in pool.results(tasks):
-                if hints is not None and isinstance(item, pa.Table):  # the table's first page, before dlt
-                    item, hints = dlt.mark.with_hints(item, hints), None  # writes any of it
-                yield item
+            for batch in pool.batches(tasks):
+                for item in pages.add(batch):
+                    if hints is not None and isinstance(item, pa.Table):  # the table's first page, before
+                        item, hints = dlt.mark.with_hints(item, hints), None  # dlt writes any of it
+                    yield item
+            for item in pages.flush():
+                yield dlt.mark.with_hints(item, hints) if hints is not None else item
         except RunCancelled:
             raise
         except Exception as exc:
@@ -404,6 +410,37 @@ class EndpointReader:
         ids = [str(i) for i in checked.table.column("id").to_pylist() if i is not None]
         for table in self.ep.included.values():
             self._run.add_below(table, f"{kind.replace('-', '_')}_id", ids)  # the parent column validate.py adds
+
+
+class Joiner:
+    """Pages of a table handed to dlt together, as one Arrow table of up to JOINED_ROWS rows or whatever
+    came within JOINED_SECONDS: dlt spends about a millisecond on every item it is handed (the table schema
+    is computed and checked anew), whatever the item's size. Other items (related records, records set
+    aside) pass at once."""
+
+    def __init__(self) -> None:
+        self.pages: list[pa.Table] = []
+        self.rows = 0
+        self.since = 0.0
+
+    def add(self, items: list[Any]) -> Iterator[Any]:
+        for item in items:
+            if not isinstance(item, pa.Table):
+                yield item
+                continue
+            if self.pages and item.schema != self.pages[0].schema:  # other columns: another table
+                yield from self.flush()
+            if not self.pages:
+                self.since = time.monotonic()
+            self.pages.append(item)
+            self.rows += item.num_rows
+        if self.rows >= JOINED_ROWS or time.monotonic() - self.since >= JOINED_SECONDS:
+            yield from self.flush()
+
+    def flush(self) -> Iterator[pa.Table]:
+        if self.pages:
+            yield pa.concat_tables(self.pages) if len(self.pages) > 1 else self.pages[0]
+        self.pages, self.rows = [], 0
 
 
 def _within(cursors: pa.ChunkedArray, lo: datetime | None, hi: datetime) -> pa.Array:

@@ -45,8 +45,12 @@ class StubGovernor:
     def observe(self, headers: Mapping[str, str]) -> None:
         pass
 
-    def answered(self, seconds: float) -> None:
-        self.answers.append(seconds)
+    def sent(self) -> int:
+        return 1
+
+    def returned(self, seconds: float | None, wire: int) -> None:
+        if seconds is not None:
+            self.answers.append(seconds)
 
     def sized(self, size: int) -> None:
         self.sizes.append(size)

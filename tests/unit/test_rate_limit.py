@@ -110,16 +110,20 @@ def test_margin_follows_the_time_requests_take(clock: FakeClock) -> None:
     assert governor.margin == rate_limit.MAX_MARGIN
 
 
+def answer(governor: Governor, seconds: float, wire: int = 1) -> None:
+    governor.returned(seconds, governor.sent() + wire - 1)
+
+
 def test_requests_in_flight_are_the_allowed_rate_times_the_latency(clock: FakeClock) -> None:
     governor = Governor(Tier(burst=75, steady=750), clock=clock)
     assert governor.inflight() == 75 + 1  # before any answer: a second per answer is assumed
     assert governor.inflight(latency=0.2) == 15 + 1  # or what other endpoints have seen
     for _ in range(20):
-        governor.answered(2.0)
+        answer(governor, 2.0)
         governor.sized(90_000)
     assert governor.inflight() == 150 + 1  # one more, so a request is already under way when one is answered
     for _ in range(20):
-        governor.answered(0.1)
+        answer(governor, 0.1)
     assert governor.inflight() == 8 + 1
     assert governor.page_bytes == pytest.approx(90_000)
 
@@ -128,13 +132,13 @@ def test_a_few_slow_answers_do_not_raise_the_latency(clock: FakeClock) -> None:
     # answers that waited for our own busy CPU look slow; requests in flight should not grow for them
     governor = Governor(Tier(burst=75, steady=750), clock=clock)
     for seconds in [1.0] * 30 + [6.0] * 8:
-        governor.answered(seconds)
+        answer(governor, seconds)
     assert governor.latency == 1.0
 
 
 def test_requests_in_flight_never_exceed_what_is_left_of_the_minute(clock: FakeClock) -> None:
     governor = Governor(Tier(burst=75, steady=750), clock=clock)
-    governor.answered(1.0)
+    answer(governor, 1.0)
     governor.acquire()
     governor.observe({"RateLimit-Limit": "750", "RateLimit-Remaining": "10", "RateLimit-Reset": "30"})
     assert governor.inflight() == 10 + 1  # others used the rest of the account's quota
@@ -144,11 +148,29 @@ def test_requests_in_flight_never_exceed_what_is_left_of_the_minute(clock: FakeC
 
 def test_a_429_halves_requests_in_flight_and_answers_win_them_back(clock: FakeClock) -> None:
     governor = Governor(Tier(burst=100, steady=10_000), clock=clock)
-    governor.answered(1.0)
+    answer(governor, 1.0)
     before = governor.inflight()
     governor.throttled(1)
     governor.throttled(1)
     assert governor.inflight() == 25 + 1 and governor.throttles == 2
     for _ in range(100):
-        governor.answered(1.0)
+        answer(governor, 1.0)
     assert governor.inflight() == before
+
+
+def test_answers_that_queue_hold_requests_in_flight_to_where_latency_would_double(clock: FakeClock) -> None:
+    # a server one client can saturate: each request on the wire adds 10 ms to every answer
+    governor = Governor(Tier(burst=350, steady=3500), clock=clock)
+    for wire in [100] * 16 + [60] * 16 + [20] * 16 + [5] * 16:
+        answer(governor, 0.01 + 0.01 * wire, wire)
+    assert governor.latency == pytest.approx(0.01)
+    assert governor.knee == pytest.approx(1.0)
+    assert governor.inflight() == 2 + 1  # not 350 requests a second x the 1 s the queued answers took
+
+
+def test_latency_that_does_not_grow_with_the_load_sets_no_knee(clock: FakeClock) -> None:
+    governor = Governor(Tier(burst=75, steady=750), clock=clock)
+    for wire in [70] * 20 + [10] * 20 + [40] * 24:
+        answer(governor, 1.0 + (0.001 if wire % 20 else 0.0), wire)
+    assert governor.knee is None or governor.knee > 1000
+    assert governor.inflight() == 75 + 1
