@@ -3,6 +3,7 @@
     python pipelines/klaviyo_pipeline.py --demo
     python pipelines/klaviyo_pipeline.py --start-date 2024-01-01     # into klaviyo_data.duckdb, schema klaviyo
     python pipelines/klaviyo_pipeline.py --destination postgres --resources events,profiles
+    python pipelines/klaviyo_pipeline.py --transform                 # then the dbt models (klaviyo_dbt)
 
 The API key comes from .dlt/secrets.toml ([sources.klaviyo] api_key) or SOURCES__KLAVIYO__API_KEY.
 Exit status: 0 loaded, 1 the run failed, 2 bad arguments or configuration (a failure prints one line on stderr
@@ -31,6 +32,7 @@ from dlt.common.typing import TRefreshMode
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from klaviyo_dbt.runner import analytics_schema
 from klaviyo_source import (
     DATASET,
     DUCKDB_FILE,
@@ -65,6 +67,21 @@ DEMO_QUERIES = {
         from list_members lm join lists l on l.id = lm.list_id
         group by 1 order by 2 desc limit 5""",
 }
+# Campaign performance from the dbt models (klaviyo_dbt), in schema <dataset>_analytics.
+DEMO_CAMPAIGNS = """
+        with sent as (
+            select campaign_id, sum(recipients) as recipients, sum(delivered) as delivered,
+                   sum(opens_unique) as opened, sum(clicks_unique) as clicked
+            from {schema}.klaviyo__message_performance
+            where campaign_id is not null and conversion_metric_name = 'Placed Order'
+            group by campaign_id
+        )
+        select c.campaign_name as campaign, c.channel, cast(c.send_time as date) as sent, s.recipients,
+               round(100.0 * s.opened / nullif(s.delivered, 0), 1) as open_pct,
+               round(100.0 * s.clicked / nullif(s.delivered, 0), 1) as click_pct,
+               c.attributed_orders as orders, round(c.attributed_revenue, 2) as revenue
+        from {schema}.klaviyo__campaigns c join sent s on s.campaign_id = c.campaign_id
+        order by c.attributed_revenue desc, c.send_time desc limit 10"""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -105,6 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a record that does not fit its table fails the run (default: it is set aside in "
                              "table set_aside_records and the rest loads)")
     parser.add_argument("--full-refresh", action="store_true", help="drop the tables and cursors, load anew")
+    parser.add_argument("--transform", action="store_true",
+                        help="after a successful load, build the dbt models (klaviyo_dbt) on the same destination")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         type=str.upper, help="INFO (default) shows progress and the run summary")
     return parser.parse_args(argv)
@@ -177,6 +196,10 @@ def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> tuple[
             source = klaviyo_source(**options)  # read on up to now, not to before the backfill
     summary = load(pipeline, source, refresh)
     log.info("%s", summary)
+    if args.transform or args.demo:
+        from klaviyo_dbt import build  # needs the dbt extra; the loader alone does not
+
+        build(pipeline, full_refresh=args.full_refresh, quiet=logging.getLogger().level > logging.INFO)
     return pipeline, summary
 
 
@@ -204,6 +227,7 @@ def print_demo_summary(pipeline: dlt.Pipeline, summary: RunSummary) -> None:
             print(f"\n-- {title}{sql};")
             for row in client.execute_sql(sql) or []:
                 print("   ", " | ".join(str(v) for v in row))
+        print_campaign_performance(client, analytics_schema(pipeline.dataset_name))
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
     here = os.path.relpath(path) if path.startswith(os.getcwd()) else path
     print(f"\nQuery it yourself: {python} -m klaviyo_source.sql {here}")
@@ -228,6 +252,17 @@ def replay(args: argparse.Namespace) -> int:
           + (f"; {sum(remaining.values()):,} still do not fit (see {set_aside.TABLE}.reason)" if remaining else ""),
           file=sys.stderr)
     return 3 if remaining else 0
+
+
+def print_campaign_performance(client: Any, schema: str) -> None:
+    sql = DEMO_CAMPAIGNS.format(schema=schema)
+    print(f"\n-- Campaign performance (dbt models, schema {schema}){sql};")
+    with client.execute_query(sql) as cursor:
+        header = [column[0] for column in cursor.description]
+        rows = [[("" if v is None else str(v)) for v in row] for row in cursor.fetchall()]
+    widths = [max(len(text) for text in column) for column in zip(header, *rows, strict=True)]
+    for row in [header, *rows]:
+        print("   ", " | ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,136 @@
+{#- The per-metric columns of klaviyo__person_campaign_flow and its rollups, from the metric lists in vars:
+    count_<metric> for klaviyo__count_metrics, sum_revenue_<metric> for klaviyo__sum_revenue_metrics. -#}
+
+{% macro count_columns() -%}
+    {%- set names = [] -%}
+    {%- for m in var('klaviyo__count_metrics') -%}{%- do names.append('count_' ~ klaviyo.slug(m)) -%}{%- endfor -%}
+    {{ return(names) }}
+{%- endmacro %}
+
+{% macro revenue_columns() -%}
+    {%- set names = [] -%}
+    {%- for m in var('klaviyo__sum_revenue_metrics') -%}{%- do names.append('sum_revenue_' ~ klaviyo.slug(m)) -%}{%- endfor -%}
+    {{ return(names) }}
+{%- endmacro %}
+
+{#- The sums and unique people of every pivot column over rows of klaviyo__person_campaign_flow. -#}
+{% macro rollup_columns() -%}
+    {%- for c in klaviyo.count_columns() %}
+    coalesce(sum({{ c }}), 0) as {{ c }},
+    count(distinct case when {{ c }} > 0 then person_id end) as unique_{{ c }},
+    {%- endfor %}
+    {%- for c in klaviyo.revenue_columns() %}
+    coalesce(sum({{ c }}), 0) as {{ c }},
+    {%- endfor %}
+{%- endmacro %}
+
+{#- One row per campaign or flow (`owner`; deleted ones left out) with its descriptive `columns`: what it
+    earned (the order metric's attributed conversions) and, per metric of the pivot lists, events and unique
+    people credited to it. -#}
+{% macro owner_rollup(owner, columns) -%}
+with credited as (
+    select
+        {{ owner }}_id,
+        count(distinct person_id) as total_count_unique_people,
+        count(distinct variation_id) as variation_count,
+        min(first_event_at) as first_event_at,
+        max(last_event_at) as last_event_at,
+        {{- klaviyo.rollup_columns() }}
+        sum(count_events) as count_events
+    from {{ ref('klaviyo__person_campaign_flow') }}
+    where {{ owner }}_id is not null
+    group by {{ owner }}_id
+),
+
+orders as (
+    select
+        {{ owner }}_id,
+        count(*) as attributed_orders,
+        count(distinct person_id) as attributed_customers,
+        coalesce(sum(numeric_value), 0) as attributed_revenue
+    from {{ ref('klaviyo__events') }}
+    where {{ owner }}_id is not null
+        and attribution_source in ('native', 'session')
+        and lower(metric_name) = {{ klaviyo.literal(var('klaviyo__order_metric') | lower) }}
+    group by {{ owner }}_id
+)
+
+select
+    c.{{ owner }}_id,
+    {%- for column in columns %}
+    c.{{ column }},
+    {%- endfor %}
+    coalesce(o.attributed_orders, 0) as attributed_orders,
+    coalesce(o.attributed_customers, 0) as attributed_customers,
+    coalesce(o.attributed_revenue, 0) as attributed_revenue,
+    coalesce(m.total_count_unique_people, 0) as total_count_unique_people,
+    coalesce(m.variation_count, 0) as variation_count,
+    m.first_event_at,
+    m.last_event_at,
+    {%- for col in klaviyo.count_columns() %}
+    coalesce(m.{{ col }}, 0) as {{ col }},
+    coalesce(m.unique_{{ col }}, 0) as unique_{{ col }},
+    {%- endfor %}
+    {%- for col in klaviyo.revenue_columns() %}
+    coalesce(m.{{ col }}, 0) as {{ col }},
+    {%- endfor %}
+    coalesce(m.count_events, 0) as count_events
+from {{ ref('stg_klaviyo__' ~ owner ~ 's') }} as c
+left join credited as m on m.{{ owner }}_id = c.{{ owner }}_id
+left join orders as o on o.{{ owner }}_id = c.{{ owner }}_id
+where c.deleted_at is null
+{%- endmacro %}
+
+{#- Daily members added, removed, net and total of each list or segment (`kind`) from its memberships, from its
+    first join to the latest membership change of any group, days in the account's timezone. Klaviyo keeps
+    only a member's latest join, so someone who left and came back counts once, on the day they came back. -#}
+{% macro membership_growth(kind) -%}
+with members as (
+    select
+        m.{{ kind }}_id,
+        {{ klaviyo.local_date('m.joined_at') }} as joined_on,
+        {{ klaviyo.local_date('m.removed_at') }} as removed_on
+    from {{ ref('stg_klaviyo__' ~ kind ~ '_members') }} as m
+    join {{ ref('stg_klaviyo__profiles') }} as p on p.person_id = m.person_id and p.deleted_at is null
+    where m.joined_at is not null
+),
+
+changes as (
+    select {{ kind }}_id, joined_on as day, 1 as added, 0 as removed from members
+    union all
+    select {{ kind }}_id, removed_on as day, 0 as added, 1 as removed from members where removed_on is not null
+),
+
+daily as (
+    select {{ kind }}_id, day, sum(added) as members_added, sum(removed) as members_removed
+    from changes
+    group by {{ kind }}_id, day
+),
+
+bounds as (
+    select {{ kind }}_id, min(day) as first_day, (select max(day) from changes) as last_day
+    from changes
+    group by {{ kind }}_id
+),
+
+days as (
+    select b.{{ kind }}_id, cast(s.step_start as date) as day
+    from bounds as b
+    {{ klaviyo.series('b.first_day', 'b.last_day', '1 day', 's') }}
+)
+
+select
+    {{ klaviyo.key(['d.' ~ kind ~ '_id', 'd.day']) }} as {{ kind }}_day_key,
+    d.{{ kind }}_id,
+    g.{{ kind }}_name,
+    d.day,
+    coalesce(c.members_added, 0) as members_added,
+    coalesce(c.members_removed, 0) as members_removed,
+    coalesce(c.members_added, 0) - coalesce(c.members_removed, 0) as net_members_changed,
+    sum(coalesce(c.members_added, 0) - coalesce(c.members_removed, 0)) over (
+        partition by d.{{ kind }}_id order by d.day rows between unbounded preceding and current row
+    ) as total_members
+from days as d
+join {{ ref('stg_klaviyo__' ~ kind ~ 's') }} as g on g.{{ kind }}_id = d.{{ kind }}_id and g.deleted_at is null
+left join daily as c on c.{{ kind }}_id = d.{{ kind }}_id and c.day = d.day
+{%- endmacro %}

@@ -1,0 +1,120 @@
+"""One sandbox account, loaded once into DuckDB and once into PostgreSQL, with the dbt models built on each;
+the model tests share them (a load and a build take seconds each, so CI pays them once)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import dlt
+import pytest
+
+from klaviyo_dbt import BuildResult, analytics_schema, build
+from klaviyo_source.sandbox import Sandbox
+from tests.analytics.truth import AccountTruth
+from tests.integration.conftest import Loader
+
+SIZES: dict[str, int] = {
+    "events": 12_000,
+    "profiles": 600,
+    "lists": 3,
+    "segments": 3,
+    "members_per_list": 60,
+    "members_per_segment": 40,
+    "campaigns": 12,
+    "flows": 4,
+    "actions_per_flow": 3,
+    "messages_per_action": 2,
+    "templates": 5,
+    "tags": 4,
+    "catalog_items": 12,
+    "variants_per_item": 1,
+    "catalog_categories": 3,
+    "coupons": 1,
+    "codes_per_coupon": 5,
+}
+# Every table carries the load marker klaviyo__events is incremental on (issue8 makes this the default).
+LOAD_MARKER = {"NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID": "true"}
+
+
+@dataclass
+class Modelled:
+    """A loaded dataset with the models built over it."""
+
+    loader: Loader
+    pipeline: dlt.Pipeline
+    built: BuildResult
+
+    @property
+    def schema(self) -> str:
+        return analytics_schema(self.loader.dataset)
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of `sql`, with {m} standing for the models' schema."""
+        with self.pipeline.sql_client() as client:
+            return [tuple(r) for r in client.execute_sql(sql.format(m=self.schema)) or []]
+
+
+@pytest.fixture(scope="session")
+def load_marker() -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in LOAD_MARKER}
+    os.environ.update(LOAD_MARKER)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def new_account(**sizes: int) -> Sandbox:
+    anchor = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
+    return Sandbox(seed=11, rate_limits="off", anchor=anchor, **{**SIZES, **sizes})
+
+
+@pytest.fixture(scope="session")
+def account() -> Iterator[Sandbox]:
+    with new_account() as sandbox:
+        yield sandbox
+
+
+def load_and_build(loader: Loader, **build_options: Any) -> Modelled:
+    pipeline = loader.run()
+    return Modelled(loader, pipeline, build(pipeline, quiet=True, **build_options))
+
+
+@pytest.fixture(scope="session")
+def modelled_duckdb(account: Sandbox, load_marker: None, tmp_path_factory: pytest.TempPathFactory) -> Modelled:
+    work = tmp_path_factory.mktemp("duckdb_models")
+    return load_and_build(Loader(account, dlt.destinations.duckdb(str(work / "klaviyo.duckdb")), work))
+
+
+@pytest.fixture(scope="session")
+def modelled_postgres(account: Sandbox, load_marker: None, tmp_path_factory: pytest.TempPathFactory
+                      ) -> Iterator[Modelled]:
+    dsn = os.environ.get("KLAVIYO_TEST_POSTGRES_DSN")
+    if not dsn:
+        pytest.skip("KLAVIYO_TEST_POSTGRES_DSN is not set (.ci/run starts a PostgreSQL server and sets it)")
+    work = tmp_path_factory.mktemp("postgres_models")
+    loader = Loader(account, dlt.destinations.postgres(dsn), work, dataset=f"klaviyo_{uuid.uuid4().hex[:8]}")
+    modelled = load_and_build(loader)
+    yield modelled
+    with modelled.pipeline.sql_client() as client:
+        for schema in (modelled.schema, loader.dataset):
+            client.execute_sql(f"drop schema if exists {schema} cascade")
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def modelled(request: pytest.FixtureRequest) -> Modelled:
+    return request.getfixturevalue(f"modelled_{request.param}")
+
+
+@pytest.fixture
+def truth(account: Sandbox, modelled: Modelled) -> AccountTruth:
+    """The account as the modelled load saw it (events before its cursor)."""
+    assert account._server is not None  # thread mode: the store is in this process
+    return AccountTruth(account._server.store, modelled.loader.events_until())
