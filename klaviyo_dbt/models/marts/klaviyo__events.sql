@@ -99,6 +99,8 @@ resolved as (
         case when m.message_type = 'flow' then m.message_id
              when m.message_id is null and e.property_flow_id is not null then e.property_message_id
         end as own_flow_message_id,
+        -- a message not loaded (yet) is still named; $message naming a campaign is no message id
+        case when c.campaign_id is null then e.property_message_id end as own_message_id,
         coalesce(e.property_variation_id, e.property_message_id) as own_variation_id,
         coalesce(m.channel,
                  case when lower(mt.metric_name) like '%sms%' then 'sms'
@@ -143,7 +145,8 @@ touches as (
             as touch_number,
         event_id as touch_event_id,
         occurred_at as touch_at,
-        own_campaign_id, own_campaign_message_id, own_flow_id, own_flow_message_id, own_variation_id, own_send_at
+        own_campaign_id, own_campaign_message_id, own_flow_id, own_flow_message_id, own_message_id, own_variation_id,
+        own_send_at
     from ordered
     where is_touch
 ),
@@ -217,9 +220,9 @@ final as (
         case when o.has_own_message then o.own_flow_message_id
              when a.event_id is not null then a.flow_message_id
              else s.own_flow_message_id end as flow_message_id,
-        case when o.has_own_message then coalesce(o.own_campaign_message_id, o.own_flow_message_id)
+        case when o.has_own_message then o.own_message_id
              when a.event_id is not null then coalesce(a.campaign_message_id, a.flow_message_id)
-             else coalesce(s.own_campaign_message_id, s.own_flow_message_id) end as message_id,
+             else s.own_message_id end as message_id,
         case when o.has_own_message then o.own_variation_id
              when a.event_id is not null
                  then coalesce(a.flow_message_variation_id, a.flow_message_id, a.campaign_message_id)
