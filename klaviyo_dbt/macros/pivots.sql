@@ -83,8 +83,10 @@ where c.deleted_at is null
 
 {#- Daily members added, removed, net and total of each list or segment (`kind`) from its memberships, from its
     first join to the latest membership change of any group, days in the account's timezone. Klaviyo keeps
-    only a member's latest join, so someone who left and came back counts once, on the day they came back. -#}
-{% macro membership_growth(kind) -%}
+    only a member's latest join, so someone who left and came back counts once, on the day they came back.
+    With `reports` (a relation of Klaviyo's daily figures: kind_id, day, members_added, members_removed,
+    net_members_changed, total_members) its figures stand beside ours as reported_*, over its days too. -#}
+{% macro membership_growth(kind, reports=none) -%}
 with members as (
     select
         m.{{ kind }}_id,
@@ -107,9 +109,17 @@ daily as (
     group by {{ kind }}_id, day
 ),
 
+known_days as (
+    select {{ kind }}_id, day from changes
+    {%- if reports %}
+    union all
+    select {{ kind }}_id, day from {{ reports }}
+    {%- endif %}
+),
+
 bounds as (
-    select {{ kind }}_id, min(day) as first_day, (select max(day) from changes) as last_day
-    from changes
+    select {{ kind }}_id, min(day) as first_day, (select max(day) from known_days) as last_day
+    from known_days
     group by {{ kind }}_id
 ),
 
@@ -130,7 +140,16 @@ select
     sum(coalesce(c.members_added, 0) - coalesce(c.members_removed, 0)) over (
         partition by d.{{ kind }}_id order by d.day rows between unbounded preceding and current row
     ) as total_members
+    {%- if reports %},
+    r.members_added as reported_members_added,
+    r.members_removed as reported_members_removed,
+    r.net_members_changed as reported_net_members_changed,
+    r.total_members as reported_total_members
+    {%- endif %}
 from days as d
 join {{ ref('stg_klaviyo__' ~ kind ~ 's') }} as g on g.{{ kind }}_id = d.{{ kind }}_id and g.deleted_at is null
 left join daily as c on c.{{ kind }}_id = d.{{ kind }}_id and c.day = d.day
+{%- if reports %}
+left join {{ reports }} as r on r.{{ kind }}_id = d.{{ kind }}_id and r.day = d.day
+{%- endif %}
 {%- endmacro %}

@@ -7,8 +7,9 @@
                person within its channel's lookback (klaviyo__<channel>_attribution_lookback hours) before it
       null     organic
     send_at: when the message credited was sent to this person: a campaign's send time, or for a flow message
-    the person's latest receipt of it (received, bounced, failed) at or before the touch. Klaviyo's reports
-    count a message's opens, clicks and conversions on the day of this send.
+    the person's latest receipt of it (received, bounced, failed) at or before the touch, within
+    klaviyo__send_window_days (else the touch itself). Klaviyo's reports count a message's opens, clicks and
+    conversions on the day of this send.
 
     Incremental on the load marker: each run recomputes every event of each person with a row loaded (or
     re-read, or newly attributed) since the last completed load it saw, because a late event can change the
@@ -125,16 +126,31 @@ ordered as (
         sum(case when r.is_touch and r.own_channel = '{{ ch }}' then 1 else 0 end) over person_time
             as {{ ch }}_touches,
         {%- endfor %}
-        case when r.has_own_message then coalesce(r.campaign_send_at, max(case when r.is_send then r.occurred_at end)
-            over (partition by r.person_partition, r.property_message_id
-                  order by r.occurred_at, case when r.is_send then 0 else 1 end, r.event_id
-                  rows between unbounded preceding and current row)) end as own_send_at
+        max(case when r.is_send then r.occurred_at end) over (
+            partition by r.person_partition, r.property_message_id
+            order by r.occurred_at, case when r.is_send then 0 else 1 end, r.event_id
+            rows between unbounded preceding and current row
+        ) as last_receipt_at
     from resolved as r
     window person_time as (
         partition by r.person_partition
         order by r.occurred_at, case when r.is_touch then 0 else 1 end, r.event_id
         rows between unbounded preceding and current row
     )
+),
+
+-- when the message of a message event was sent: a campaign's send time; for a flow message the person's latest
+-- receipt of it within klaviyo__send_window_days, else the event itself (an event with no receipt before it
+-- starts its own send)
+dated as (
+    select
+        o.*,
+        case when o.has_own_message then coalesce(
+            o.campaign_send_at,
+            case when o.last_receipt_at >= o.occurred_at - {{ klaviyo.hours(24 * var('klaviyo__send_window_days')) }}
+                 then o.last_receipt_at end,
+            o.occurred_at) end as own_send_at
+    from ordered as o
 ),
 
 touches as (
@@ -147,7 +163,7 @@ touches as (
         occurred_at as touch_at,
         own_campaign_id, own_campaign_message_id, own_flow_id, own_flow_message_id, own_message_id, own_variation_id,
         own_send_at
-    from ordered
+    from dated
     where is_touch
 ),
 
@@ -160,7 +176,7 @@ candidates as (
         t_{{ ch }}.touch_at as {{ ch }}_at,
         t_{{ ch }}.touch_event_id as {{ ch }}_event_id{{ "," if not loop.last }}
         {%- endfor %}
-    from ordered as o
+    from dated as o
     {%- for ch in ['email', 'sms', 'push'] %}
     left join touches as t_{{ ch }}
         on t_{{ ch }}.person_partition = o.person_partition
@@ -238,13 +254,13 @@ final as (
         o.load_id as _dlt_load_id,
         through.load_id as _processed_through_load_id,
         o.person_partition as _person_partition
-    from ordered as o
+    from dated as o
     cross join (
         select coalesce((select load_id from completed), (select max(load_id) from events)) as load_id
     ) as through
     left join attributions as a on not o.has_own_message and a.event_id = o.event_id
     left join messages as am on am.message_id = coalesce(a.campaign_message_id, a.flow_message_id)
-    left join ordered as ta on ta.event_id = a.attributed_event_id
+    left join dated as ta on ta.event_id = a.attributed_event_id
     left join session as s on s.event_id = o.event_id
 )
 

@@ -1,12 +1,8 @@
 {#- One row per message x variation x send day (account timezone) x conversion metric, with Klaviyo's
-    statistics by their Reporting API names and definitions. As in Klaviyo's reports, figures count on the day
-    the message was sent (klaviyo__events.send_at): an open, click or conversion days later counts on its send's
-    day. Counts are of the message's own events (received, opened, ... as klaviyo__message_metrics says),
-    unique = distinct people, rates are fractions (0 without a base), conversions = events of the conversion
-    metric credited to the message (native or session attribution). Uniques are per row: across days add up
-    counts, not uniques (klaviyo__campaigns / klaviyo__flows count unique people over a whole campaign or flow). -#}
-{%- set mm = var('klaviyo__message_metrics') -%}
-{%- set kinds = ['received', 'opened', 'clicked', 'bounced', 'failed', 'unsubscribed', 'spam'] -%}
+    statistics by their Reporting API names and definitions (macros/statistics.sql). As in Klaviyo's reports,
+    figures count on the day the message was sent (klaviyo__events.send_at): an open, click or conversion days
+    later counts on its send's day. Uniques are distinct people within the row: across days add up counts, not
+    uniques (klaviyo__campaigns / klaviyo__flows count unique people over a whole campaign or flow). -#}
 with events as (
     select
         message_id, variation_id, person_id, metric_id, metric_name, numeric_value, attribution_source,
@@ -16,19 +12,7 @@ with events as (
 ),
 
 own as (
-    select
-        message_id,
-        variation_id,
-        day,
-        {%- for kind in kinds %}
-        count(case when {{ klaviyo.in_names('metric_name', mm.get(kind, [])) }} then 1 end) as {{ kind }},
-        {%- endfor %}
-        count(distinct case when {{ klaviyo.in_names('metric_name', mm.get('opened', [])) }} then person_id end)
-            as opened_people,
-        count(distinct case when {{ klaviyo.in_names('metric_name', mm.get('clicked', [])) }} then person_id end)
-            as clicked_people,
-        count(distinct case when {{ klaviyo.in_names('metric_name', mm.get('unsubscribed', [])) }} then person_id end)
-            as unsubscribed_people
+    select message_id, variation_id, day, {{ klaviyo.message_tallies() }}
     from events
     where attribution_source = 'message'
     group by message_id, variation_id, day
@@ -71,20 +55,13 @@ owners as (
     group by message_id
 ),
 
-counted as (
+tallied as (
     select
         g.*,
-        coalesce(o.received, 0) + coalesce(o.bounced, 0) + coalesce(o.failed, 0) as recipients,
-        coalesce(o.received, 0) as delivered,
-        coalesce(o.bounced, 0) as bounced,
-        coalesce(o.failed, 0) as failed,
-        coalesce(o.opened, 0) as opens,
-        coalesce(o.opened_people, 0) as opens_unique,
-        coalesce(o.clicked, 0) as clicks,
-        coalesce(o.clicked_people, 0) as clicks_unique,
-        coalesce(o.unsubscribed, 0) as unsubscribes,
-        coalesce(o.unsubscribed_people, 0) as unsubscribe_uniques,
-        coalesce(o.spam, 0) as spam_complaints,
+        {%- for column in ['received', 'bounced', 'failed', 'opened', 'opened_people', 'clicked', 'clicked_people',
+                           'unsubscribed', 'unsubscribed_people', 'spam'] %}
+        coalesce(o.{{ column }}, 0) as {{ column }},
+        {%- endfor %}
         coalesce(c.conversions, 0) as conversions,
         coalesce(c.conversion_uniques, 0) as conversion_uniques,
         coalesce(c.conversion_value, 0) as conversion_value
@@ -97,45 +74,19 @@ counted as (
 )
 
 select
-    {{ klaviyo.key(['c.message_id', 'c.variation_id', 'c.day', 'c.conversion_metric_id']) }} as message_performance_key,
-    c.message_id,
-    c.variation_id,
-    c.day as send_day,
-    c.conversion_metric_id,
-    c.conversion_metric_name,
+    {{ klaviyo.key(['t.message_id', 't.variation_id', 't.day', 't.conversion_metric_id']) }} as message_performance_key,
+    t.message_id,
+    t.variation_id,
+    t.day as send_day,
+    t.conversion_metric_id,
+    t.conversion_metric_name,
     coalesce(m.message_type, case when w.campaign_id is not null then 'campaign' else 'flow' end) as message_type,
     coalesce(m.campaign_id, w.campaign_id) as campaign_id,
     coalesce(m.flow_id, w.flow_id) as flow_id,
     m.message_name,
     case coalesce(m.channel, w.channel) when 'push' then 'push-notification' else coalesce(m.channel, w.channel) end
         as send_channel,
-    c.recipients,
-    c.delivered,
-    {{ klaviyo.ratio('c.delivered', 'c.recipients') }} as delivery_rate,
-    c.bounced,
-    {{ klaviyo.ratio('c.bounced', 'c.recipients') }} as bounce_rate,
-    c.failed,
-    {{ klaviyo.ratio('c.failed', 'c.recipients') }} as failed_rate,
-    c.bounced + c.failed as bounced_or_failed,
-    {{ klaviyo.ratio('c.bounced + c.failed', 'c.recipients') }} as bounced_or_failed_rate,
-    c.opens,
-    c.opens_unique,
-    {{ klaviyo.ratio('c.opens_unique', 'c.delivered') }} as open_rate,
-    c.clicks,
-    c.clicks_unique,
-    {{ klaviyo.ratio('c.clicks_unique', 'c.delivered') }} as click_rate,
-    {{ klaviyo.ratio('c.clicks_unique', 'c.opens_unique') }} as click_to_open_rate,
-    c.conversions,
-    c.conversion_uniques,
-    c.conversion_value,
-    {{ klaviyo.ratio('c.conversion_uniques', 'c.delivered') }} as conversion_rate,
-    {{ klaviyo.ratio('c.conversion_value', 'c.conversions') }} as average_order_value,
-    {{ klaviyo.ratio('c.conversion_value', 'c.delivered') }} as revenue_per_recipient,
-    c.unsubscribes,
-    c.unsubscribe_uniques,
-    {{ klaviyo.ratio('c.unsubscribe_uniques', 'c.delivered') }} as unsubscribe_rate,
-    c.spam_complaints,
-    {{ klaviyo.ratio('c.spam_complaints', 'c.delivered') }} as spam_complaint_rate
-from counted as c
-left join {{ ref('stg_klaviyo__messages') }} as m on m.message_id = c.message_id
-left join owners as w on w.message_id = c.message_id
+    {{ klaviyo.message_statistics('t') }}
+from tallied as t
+left join {{ ref('stg_klaviyo__messages') }} as m on m.message_id = t.message_id
+left join owners as w on w.message_id = t.message_id

@@ -43,13 +43,16 @@ orders as (
     group by person_id
 ),
 
--- recency, frequency, monetary value in quintiles of the people who ordered (5 best); ties share a score
+-- recency, frequency, monetary value in quintiles of the people who ordered (5 best); ties share the score of
+-- the first of them (when most people ordered once, once is frequency 1)
 rfm as (
     select
         person_id,
-        cast(ceil(5 * cume_dist() over (order by last_order_at)) as integer) as recency_score,
-        cast(ceil(5 * cume_dist() over (order by order_count)) as integer) as frequency_score,
-        cast(ceil(5 * cume_dist() over (order by lifetime_revenue)) as integer) as monetary_score
+        {%- for score, column in [('recency', 'last_order_at'), ('frequency', 'order_count'),
+                                  ('monetary', 'lifetime_revenue')] %}
+        cast(least(5, 1 + floor(5 * percent_rank() over (order by {{ column }}))) as integer) as {{ score }}_score
+            {{- "," if not loop.last }}
+        {%- endfor %}
     from orders
 ),
 

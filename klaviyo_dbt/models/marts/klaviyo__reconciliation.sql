@@ -1,0 +1,157 @@
+{#- Our message statistics against Klaviyo's own (the loaded campaign values, flow values and flow series
+    reports): one row per report row and statistic, with the difference, whether it is within the stated
+    tolerance (var klaviyo__reconciliation_tolerance) and, where the figures differ, the likely reason. A report
+    row read before the latest events load is compared but not held to the tolerance: what loaded since (late
+    events, attributions that moved) is in our figures and not in its.
+
+    Counted on Klaviyo's basis: sends in the report's timeframe (account timezone; a campaign by its send time, a
+    flow message by each person's receipt), their events and credited conversions of the report's conversion
+    metric, as far as they had happened when the report was read (read_at). -#}
+{%- set kinds = klaviyo.message_statistic_kinds() -%}
+{%- set tolerance = var('klaviyo__reconciliation_tolerance') -%}
+with reports as (
+    select
+        r.*,
+        {{ klaviyo.key(['r.report', 'r.message_id', 'r.send_channel', 'r.conversion_metric_id', 'r.first_day',
+                        'r.end_day']) }} as report_key,
+        coalesce(r.read_at, cast('9999-12-31' as timestamp with time zone)) as cutoff
+    from {{ ref('stg_klaviyo__message_reports') }} as r
+),
+
+facts as (
+    select
+        message_id, person_id, metric_id, metric_name, attribution_source, numeric_value, occurred_at, _dlt_load_id,
+        {{ klaviyo.local_date('coalesce(send_at, occurred_at)') }} as send_day
+    from {{ ref('klaviyo__events') }}
+    where message_id is not null
+),
+
+matched as (
+    select r.report_key, r.conversion_metric_id, r.load_id as report_load_id, f.*
+    from reports as r
+    join facts as f
+        on f.message_id = r.message_id
+        and f.send_day >= r.first_day and f.send_day < r.end_day
+        and f.occurred_at < r.cutoff
+),
+
+own as (
+    select report_key, {{ klaviyo.message_tallies() }}
+    from matched
+    where attribution_source = 'message'
+    group by report_key
+),
+
+conversions as (
+    select
+        report_key,
+        count(*) as conversions,
+        count(distinct person_id) as conversion_uniques,
+        coalesce(sum(numeric_value), 0) as conversion_value
+    from matched
+    where attribution_source in ('native', 'session') and metric_id = conversion_metric_id
+    group by report_key
+),
+
+late as (
+    select report_key, count(*) as late_events
+    from matched
+    where _dlt_load_id > report_load_id
+    group by report_key
+),
+
+tallied as (
+    select
+        r.report_key,
+        {%- for column in ['received', 'bounced', 'failed', 'opened', 'opened_people', 'clicked', 'clicked_people',
+                           'unsubscribed', 'unsubscribed_people', 'spam'] %}
+        coalesce(o.{{ column }}, 0) as {{ column }},
+        {%- endfor %}
+        coalesce(c.conversions, 0) as conversions,
+        coalesce(c.conversion_uniques, 0) as conversion_uniques,
+        coalesce(c.conversion_value, 0) as conversion_value
+    from reports as r
+    left join own as o on o.report_key = r.report_key
+    left join conversions as c on c.report_key = r.report_key
+),
+
+ours as (
+    select t.report_key, {{ klaviyo.message_statistics('t') }}
+    from tallied as t
+),
+
+compared as (
+    {%- for statistic, kind in kinds.items() %}
+    select
+        r.report_key, '{{ statistic }}' as statistic, '{{ kind }}' as statistic_kind,
+        r.{{ statistic }} as klaviyo_value, cast(o.{{ statistic }} as double precision) as our_value
+    from reports as r
+    join ours as o on o.report_key = r.report_key
+    where r.{{ statistic }} is not null
+    {{ "union all" if not loop.last }}
+    {%- endfor %}
+),
+
+judged as (
+    select
+        c.*,
+        c.our_value - c.klaviyo_value as difference,
+        case c.statistic_kind
+            {%- for kind in ['count', 'value', 'rate'] %}
+            when '{{ kind }}' then greatest({{ tolerance[kind]['absolute'] }},
+                                            {{ tolerance[kind]['relative'] }} * abs(c.klaviyo_value))
+            {%- endfor %}
+        end as tolerance,
+        -- Klaviyo rounds money to cents and rates to 6 decimals
+        abs(c.our_value - c.klaviyo_value) <= case c.statistic_kind when 'count' then 0
+                                                  when 'value' then 0.005 else 0.0000005 end as matches
+    from compared as c
+),
+
+context as (
+    select
+        not exists (select 1 from {{ ref('stg_klaviyo__event_attributions') }}) as session_attribution,
+        (select {{ klaviyo.local_date('min(occurred_at)') }} from {{ ref('klaviyo__events') }}) as first_loaded_day,
+        (select max(_dlt_load_id) from {{ ref('klaviyo__events') }}) as latest_events_load
+)
+
+select
+    {{ klaviyo.key(['j.report_key', 'j.statistic']) }} as reconciliation_key,
+    r.report,
+    r.campaign_id,
+    r.flow_id,
+    r.message_id,
+    r.send_channel,
+    r.conversion_metric_id,
+    r.first_day,
+    r.end_day,
+    r.read_at,
+    j.statistic,
+    j.statistic_kind,
+    j.klaviyo_value,
+    j.our_value,
+    j.difference,
+    j.tolerance,
+    abs(j.difference) <= j.tolerance as within_tolerance,
+    j.matches,
+    coalesce(r.load_id < x.latest_events_load, false) as read_before_latest_load,
+    coalesce(l.late_events, 0) as late_events,
+    case
+        when j.matches then null
+        when r.load_id < x.latest_events_load
+            then 'Klaviyo''s figure was read before later loads (late events, changed attributions); the loader '
+                 || 're-reads only recent reports'
+        when x.session_attribution and j.statistic in (
+                'conversions', 'conversion_uniques', 'conversion_value', 'conversion_rate', 'average_order_value',
+                'revenue_per_recipient')
+            then 'conversions credited here by last touch, by Klaviyo natively (event_attributions not loaded)'
+        when j.difference < 0 and r.first_day < x.first_loaded_day
+            then 'the timeframe starts before the first loaded event (start_date)'
+        when j.difference < 0
+            then 'Klaviyo counts events not loaded here (deleted profiles, events outside the loaded windows)'
+        else 'events here that Klaviyo leaves out (e.g. bot clicks or machine opens it filters)'
+    end as gap_reason
+from judged as j
+join reports as r on r.report_key = j.report_key
+left join late as l on l.report_key = j.report_key
+cross join context as x
