@@ -1,4 +1,4 @@
-{#- Campaigns with their channel (from their messages). Deleted campaigns stay here (deleted_at), so events of
+{#- Campaigns with their channel (theirs, else their messages'). Deleted campaigns stay here (deleted_at), so events of
     their messages still resolve; the rollups leave them out. -#}
 {%- set c = klaviyo.loaded('campaigns') -%}
 with channels as (
@@ -12,7 +12,7 @@ select
     {{ klaviyo.col(c, 'name', 'text', 'c') }} as campaign_name,
     {{ klaviyo.col(c, 'status', 'text', 'c') }} as status,
     {{ klaviyo.col(c, 'archived', 'boolean', 'c') }} as archived,
-    ch.channel,
+    coalesce({{ klaviyo.channel(klaviyo.col(c, 'channel', 'text', 'c')) }}, ch.channel) as channel,
     {{ klaviyo.col(c, 'created_at', 'timestamp with time zone', 'c') }} as created_at,
     {{ klaviyo.col(c, 'scheduled_at', 'timestamp with time zone', 'c') }} as scheduled_at,
     coalesce({{ klaviyo.col(c, 'send_time', 'timestamp with time zone', 'c') }}, ch.first_message_send_time)
