@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from klaviyo_dbt import BuildResult, analytics_schema, build
 from klaviyo_source.sandbox import Sandbox
+from klaviyo_source.sandbox.store import Store
 from tests.analytics.truth import AccountTruth
 from tests.integration.conftest import Loader
 
@@ -59,16 +61,24 @@ class Modelled:
             return [tuple(r) for r in client.execute_sql(sql.format(m=self.schema)) or []]
 
 
-@pytest.fixture(scope="session")
-def load_marker() -> Iterator[None]:
+@contextmanager
+def marked_loads() -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in LOAD_MARKER}
     os.environ.update(LOAD_MARKER)
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def load_marker() -> Iterator[None]:
+    with marked_loads():
+        yield
 
 
 def new_account(**sizes: int) -> Sandbox:
@@ -76,36 +86,51 @@ def new_account(**sizes: int) -> Sandbox:
     return Sandbox(seed=11, rate_limits="off", anchor=anchor, **{**SIZES, **sizes})
 
 
-@pytest.fixture(scope="session")
-def account() -> Iterator[Sandbox]:
-    with new_account() as sandbox:
-        yield sandbox
-
-
 def load_and_build(loader: Loader, **build_options: Any) -> Modelled:
     pipeline = loader.run()
     return Modelled(loader, pipeline, build(pipeline, quiet=True, **build_options))
 
 
-@pytest.fixture(scope="session")
-def modelled_duckdb(account: Sandbox, load_marker: None, tmp_path_factory: pytest.TempPathFactory) -> Modelled:
-    work = tmp_path_factory.mktemp("duckdb_models")
-    return load_and_build(Loader(account, dlt.destinations.duckdb(str(work / "klaviyo.duckdb")), work))
+@dataclass
+class Warehouses:
+    """The account loaded and modelled on DuckDB and (where a server is configured) PostgreSQL; its sandbox is
+    stopped once both loads are done (no server thread outlives this fixture's setup), its store kept."""
+
+    store: Store
+    duckdb: Modelled
+    postgres: Modelled | None
 
 
 @pytest.fixture(scope="session")
-def modelled_postgres(account: Sandbox, load_marker: None, tmp_path_factory: pytest.TempPathFactory
-                      ) -> Iterator[Modelled]:
+def warehouses(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouses]:
     dsn = os.environ.get("KLAVIYO_TEST_POSTGRES_DSN")
-    if not dsn:
+    with marked_loads(), new_account() as sandbox:
+        assert sandbox._server is not None  # thread mode: the store is in this process
+        store = sandbox._server.store
+        work = tmp_path_factory.mktemp("duckdb_models")
+        duckdb = load_and_build(Loader(sandbox, dlt.destinations.duckdb(str(work / "klaviyo.duckdb")), work))
+        postgres = None
+        if dsn:
+            work = tmp_path_factory.mktemp("postgres_models")
+            postgres = load_and_build(Loader(sandbox, dlt.destinations.postgres(dsn), work,
+                                             dataset=f"klaviyo_{uuid.uuid4().hex[:8]}"))
+    yield Warehouses(store, duckdb, postgres)
+    if postgres is not None:
+        with postgres.pipeline.sql_client() as client:
+            for schema in (postgres.schema, postgres.loader.dataset):
+                client.execute_sql(f"drop schema if exists {schema} cascade")
+
+
+@pytest.fixture
+def modelled_duckdb(warehouses: Warehouses) -> Modelled:
+    return warehouses.duckdb
+
+
+@pytest.fixture
+def modelled_postgres(warehouses: Warehouses) -> Modelled:
+    if warehouses.postgres is None:
         pytest.skip("KLAVIYO_TEST_POSTGRES_DSN is not set (.ci/run starts a PostgreSQL server and sets it)")
-    work = tmp_path_factory.mktemp("postgres_models")
-    loader = Loader(account, dlt.destinations.postgres(dsn), work, dataset=f"klaviyo_{uuid.uuid4().hex[:8]}")
-    modelled = load_and_build(loader)
-    yield modelled
-    with modelled.pipeline.sql_client() as client:
-        for schema in (modelled.schema, loader.dataset):
-            client.execute_sql(f"drop schema if exists {schema} cascade")
+    return warehouses.postgres
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
@@ -114,7 +139,6 @@ def modelled(request: pytest.FixtureRequest) -> Modelled:
 
 
 @pytest.fixture
-def truth(account: Sandbox, modelled: Modelled) -> AccountTruth:
+def truth(warehouses: Warehouses, modelled: Modelled) -> AccountTruth:
     """The account as the modelled load saw it (events before its cursor)."""
-    assert account._server is not None  # thread mode: the store is in this process
-    return AccountTruth(account._server.store, modelled.loader.events_until())
+    return AccountTruth(warehouses.store, modelled.loader.events_until())
