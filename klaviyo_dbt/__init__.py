@@ -8,6 +8,6 @@ with plain `dbt build` from this folder (profiles.yml there reads its settings f
 Needs the `dbt` extra: pip install -e ".[dbt]".
 """
 
-from klaviyo_dbt.runner import PROJECT_DIR, BuildResult, TransformError, analytics_schema, build
+from klaviyo_dbt.runner import PROJECT_DIR, BuildResult, TransformError, analytics_schema, build, dbt_installed
 
-__all__ = ["PROJECT_DIR", "BuildResult", "TransformError", "analytics_schema", "build"]
+__all__ = ["PROJECT_DIR", "BuildResult", "TransformError", "analytics_schema", "build", "dbt_installed"]

@@ -7,6 +7,7 @@ into the project and dbt's partial parsing speeds up the next run.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -43,6 +44,11 @@ class BuildResult:
 
     def count(self, *statuses: str) -> int:
         return sum(1 for s in self.statuses.values() if s in statuses)
+
+
+def dbt_installed() -> bool:
+    """Whether the `dbt` extra is installed (the loader alone runs without it)."""
+    return importlib.util.find_spec("dbt") is not None and importlib.util.find_spec("dbt.cli") is not None
 
 
 def analytics_schema(dataset: str) -> str:

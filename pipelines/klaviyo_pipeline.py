@@ -32,7 +32,7 @@ from dlt.common.typing import TRefreshMode
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from klaviyo_dbt.runner import analytics_schema
+from klaviyo_dbt.runner import analytics_schema, dbt_installed
 from klaviyo_source import (
     DATASET,
     DUCKDB_FILE,
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> tuple[
             source = klaviyo_source(**options)  # read on up to now, not to before the backfill
     summary = load(pipeline, source, refresh)
     log.info("%s", summary)
-    if args.transform or args.demo:
+    if args.transform or (args.demo and dbt_installed()):  # the demo without the dbt extra loads only
         from klaviyo_dbt import build  # needs the dbt extra; the loader alone does not
 
         build(pipeline, full_refresh=args.full_refresh, quiet=logging.getLogger().level > logging.INFO)
@@ -227,7 +227,10 @@ def print_demo_summary(pipeline: dlt.Pipeline, summary: RunSummary) -> None:
             print(f"\n-- {title}{sql};")
             for row in client.execute_sql(sql) or []:
                 print("   ", " | ".join(str(v) for v in row))
-        print_campaign_performance(client, analytics_schema(pipeline.dataset_name))
+        if dbt_installed():
+            print_campaign_performance(client, analytics_schema(pipeline.dataset_name))
+        else:
+            print("\n-- Campaign performance: the analyst models need the dbt extra (pip install -e '.[dbt]')")
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
     here = os.path.relpath(path) if path.startswith(os.getcwd()) else path
     print(f"\nQuery it yourself: {python} -m klaviyo_source.sql {here}")
@@ -270,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = datetime.now(timezone.utc)
     try:
-        context: AbstractContextManager[dict[str, Any]] = demo_sandbox(args) if args.demo else nullcontext({})
+        context: AbstractContextManager[dict[str, Any], bool | None] = nullcontext({})
+        if args.demo:
+            context = demo_sandbox(args)
         if args.replay_set_aside:
             return replay(args)
         with context as extra:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -39,8 +38,6 @@ SIZES: dict[str, int] = {
     "coupons": 1,
     "codes_per_coupon": 5,
 }
-# Every table carries the load marker klaviyo__events is incremental on (issue8 makes this the default).
-LOAD_MARKER = {"NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID": "true"}
 
 
 @dataclass
@@ -59,26 +56,6 @@ class Modelled:
         """Rows of `sql`, with {m} standing for the models' schema."""
         with self.pipeline.sql_client() as client:
             return [tuple(r) for r in client.execute_sql(sql.format(m=self.schema)) or []]
-
-
-@contextmanager
-def marked_loads() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in LOAD_MARKER}
-    os.environ.update(LOAD_MARKER)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@pytest.fixture
-def load_marker() -> Iterator[None]:
-    with marked_loads():
-        yield
 
 
 def new_account(**sizes: int) -> Sandbox:
@@ -104,7 +81,7 @@ class Warehouses:
 @pytest.fixture(scope="session")
 def warehouses(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouses]:
     dsn = os.environ.get("KLAVIYO_TEST_POSTGRES_DSN")
-    with marked_loads(), new_account() as sandbox:
+    with new_account() as sandbox:
         assert sandbox._server is not None  # thread mode: the store is in this process
         store = sandbox._server.store
         work = tmp_path_factory.mktemp("duckdb_models")

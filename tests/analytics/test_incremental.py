@@ -24,7 +24,7 @@ COLUMNS = ("event_id, metric_name, person_id, attribution_source, campaign_id, f
 
 
 @pytest.fixture
-def small_account(load_marker: None) -> Iterator[Sandbox]:
+def small_account() -> Iterator[Sandbox]:
     with new_account(**SMALL) as sandbox:
         yield sandbox
 

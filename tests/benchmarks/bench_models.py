@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -32,8 +31,6 @@ sys.path.insert(0, str(ROOT))
 
 from klaviyo_source.sandbox import Sandbox  # noqa: E402
 from tests.benchmarks.bench_extract import lift_our_governor  # noqa: E402
-
-LOAD_MARKER = {"NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID": "true"}  # until issue8 makes it the default
 
 
 def pipeline_for(workdir: Path) -> Any:
@@ -85,7 +82,7 @@ def child_build(workdir: Path, full_refresh: bool) -> None:
 def run_build(workdir: Path, full_refresh: bool) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, __file__, "--child", str(workdir), *(["--full-refresh"] if full_refresh else [])],
-        capture_output=True, text=True, check=False, env={**os.environ, **LOAD_MARKER})
+        capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -101,7 +98,6 @@ def main() -> None:
     if args.child:
         child_build(Path(args.child), args.full_refresh)
         return
-    os.environ.update(LOAD_MARKER)
     sizes = {"events": args.events, "profiles": max(1000, args.events // 10), "campaigns": 120, "flows": 16,
              "actions_per_flow": 4, "messages_per_action": 2, "lists": 8, "segments": 8,
              "members_per_list": 5000, "members_per_segment": 5000}

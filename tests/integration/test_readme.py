@@ -3,7 +3,7 @@ folder, so that the README cannot drift from the code.
 
 The folder holds what a clone of the repository holds; the sandbox stands in for Klaviyo (the key goes where step 2
 says, the base URL comes from SOURCES__KLAVIYO__BASE_URL) and nothing beyond 127.0.0.1 is reached. Only the package
-index is stood in for: `python3 -m venv .venv` and `.venv/bin/pip install -q -e .` run as written, against shims
+index is stood in for: `python3 -m venv .venv` and `.venv/bin/pip install -q -e ".[dbt]"` run as written, against shims
 that build a virtual environment seeing the packages this test runs with (CI's own set-up proves the real
 install). Code blocks are found by language: `bash` (commands, one a line), `python`, `sql` (pasted into the SQL
 session the README opens), `crontab` (the command of the entry) and `toml` (must parse).
@@ -33,7 +33,7 @@ from tests.integration.conftest import REPO, SIZES
 
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", README, flags=re.M | re.S)
-SETUP = "python3 -m venv .venv && .venv/bin/pip install -q -e . && "
+SETUP = 'python3 -m venv .venv && .venv/bin/pip install -q -e ".[dbt]" && '
 CI_COMMAND = "bash .ci/run"  # the test suite itself: CI runs it, this test does not
 
 
@@ -55,8 +55,8 @@ def inline(prefix: str) -> str:
 
 PIP_SHIM = """#!/bin/sh
 # Stands in for the package index: the packages are already there (see the test's docstring).
-[ "$*" = "install -q -e ." ] && [ -f pyproject.toml ] && exit 0
-echo "the README test stands in for 'pip install -q -e .' only, got: pip $*" >&2
+[ "$*" = "install -q -e .[dbt]" ] && [ -f pyproject.toml ] && exit 0
+echo "the README test stands in for 'pip install -q -e .[dbt]' only, got: pip $*" >&2
 exit 1
 """
 
@@ -138,6 +138,7 @@ def test_every_readme_command_example_and_query_works_as_written(folder: Folder)
     # the first command: set-up and the demo, before any key exists
     demo = folder.sh(setup)
     assert "Revenue by day" in demo.stdout and "campaign_messages" in demo.stdout
+    assert "Campaign performance" in demo.stdout and "open_pct" in demo.stdout  # the dbt models, built
     with duckdb.connect(str(folder.path / "klaviyo_demo.duckdb"), read_only=True) as db:
         assert db.execute("select count(*) from klaviyo.events").fetchall()[0][0] > 40_000
         assert db.execute("select count(*) from klaviyo.segment_members").fetchall()[0][0] > 0
