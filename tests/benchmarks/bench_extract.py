@@ -154,7 +154,7 @@ def lift_our_governor() -> None:
     Klaviyo's limits); the tiers still size the requests in flight, as without the lift."""
     from klaviyo_source.rate_limit import Governor
 
-    Governor.acquire = lambda self: None  # type: ignore[method-assign]
+    Governor.acquire = lambda self, sleep=None: None  # type: ignore[method-assign]
 
 
 def child_main(spec: dict[str, Any]) -> None:

@@ -167,3 +167,41 @@ def test_the_first_cause_is_kept() -> None:
     with pytest.raises(RunCancelled) as caught:
         cancel.check()
     assert caught.value.__cause__ is first
+
+
+def test_batches_hand_over_everything_ready_at_once_and_each_item_once() -> None:
+    finished = threading.Semaphore(0)
+
+    def task(n: int):
+        def run(pool: TaskPool[int]) -> Iterator[int]:
+            yield from range(n * 10, n * 10 + 10)
+            finished.release()  # runs once the last item is handed over
+
+        return run
+
+    pool: TaskPool[int] = TaskPool(4, buffered=100)
+    batches = pool.batches([task(n) for n in range(4)])
+    first = next(batches)
+    for _ in range(4):
+        assert finished.acquire(timeout=30)
+    rest = list(batches)
+    assert len(rest) == 1  # all that was ready, in one piece
+    assert sorted(first + rest[0]) == list(range(40))
+
+
+def test_pages_of_one_table_reach_dlt_joined_other_items_at_once() -> None:
+    import pyarrow as pa
+
+    from klaviyo_source import resources
+
+    page = pa.table({"id": ["a", "b"]})
+    other = pa.table({"id": ["c"], "n": [1]})  # other columns: another table
+    related = {"not": "a table"}
+    joiner = resources.Joiner()
+    assert list(joiner.add([page, related, page])) == [related]  # pages wait for more
+    out = list(joiner.add([other]))  # a page of other columns: the ones before leave first, joined
+    assert [t.num_rows for t in out] == [4] and out[0].column("id").to_pylist() == ["a", "b", "a", "b"]
+    assert [t.num_rows for t in joiner.flush()] == [1]
+    assert list(joiner.flush()) == []
+    big = pa.table({"id": ["x"] * resources.JOINED_ROWS})
+    assert [t.num_rows for t in joiner.add([big])] == [resources.JOINED_ROWS]  # enough rows: handed on at once
