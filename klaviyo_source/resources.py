@@ -210,7 +210,8 @@ class EndpointReader:
         cancel = self.ctx.client.cancel
         pool: TaskPool[Any] = TaskPool(MAX_CHAINS, self.slots, steal if self.windowed else None, cancel=cancel)
         hints = self._append_hints(cursors, partitions)
-        pages = Joiner()
+        # a parent's pages go on at once: its children's reads start from them
+        pages = Joiner(1 if any(e.parent == self.ep.table for e in ENDPOINTS) else JOINED_ROWS)
         try:
             for batch in pool.batches(tasks):
                 for item in pages.add(batch):
@@ -416,9 +417,10 @@ class Joiner:
     """Pages of a table handed to dlt together, as one Arrow table of up to JOINED_ROWS rows or whatever
     came within JOINED_SECONDS: dlt spends about a millisecond on every item it is handed (the table schema
     is computed and checked anew), whatever the item's size. Other items (related records, records set
-    aside) pass at once."""
+    aside) pass at once. With `rows=1`, every page goes on as it comes (pages ready together still joined)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rows: int = JOINED_ROWS) -> None:
+        self.limit = rows
         self.pages: list[pa.Table] = []
         self.rows = 0
         self.since = 0.0
@@ -434,7 +436,7 @@ class Joiner:
                 self.since = time.monotonic()
             self.pages.append(item)
             self.rows += item.num_rows
-        if self.rows >= JOINED_ROWS or time.monotonic() - self.since >= JOINED_SECONDS:
+        if self.rows >= self.limit or time.monotonic() - self.since >= JOINED_SECONDS:
             yield from self.flush()
 
     def flush(self) -> Iterator[pa.Table]:

@@ -205,3 +205,5 @@ def test_pages_of_one_table_reach_dlt_joined_other_items_at_once() -> None:
     assert list(joiner.flush()) == []
     big = pa.table({"id": ["x"] * resources.JOINED_ROWS})
     assert [t.num_rows for t in joiner.add([big])] == [resources.JOINED_ROWS]  # enough rows: handed on at once
+    parent = resources.Joiner(1)  # a parent's pages: its children's reads start from them
+    assert [t.num_rows for t in parent.add([page])] == [2]
