@@ -3,10 +3,13 @@ and the figures analysts ask for equal those computed independently from the san
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
+import yaml
 
+from klaviyo_dbt import PROJECT_DIR
 from tests.analytics.conftest import Modelled
 from tests.analytics.truth import AccountTruth, cents
 
@@ -78,3 +81,49 @@ def test_reconciliation_with_klaviyos_reports(modelled: Modelled) -> None:
     assert {r[0] for r in rows} == {"campaign_values_reports", "flow_values_reports", "flow_series_reports"}
     assert [r for r in rows if not r[5]] == []
     assert sum(r[2] for r in rows if r[1] == "conversions") > 10
+
+
+def documented_columns() -> dict[str, set[str]]:
+    """model -> the columns its schema file documents."""
+    documented: dict[str, set[str]] = {}
+    for path in (PROJECT_DIR / "models").glob("*/_*.yml"):
+        for model in yaml.safe_load(path.read_text()).get("models", []):
+            documented[model["name"]] = {column["name"] for column in model.get("columns", [])}
+    return documented
+
+
+def pivot_columns() -> set[str]:
+    """The per-metric columns the vars ask for (documented once, by pattern, in _marts.yml)."""
+    project = yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text())["vars"]
+    slugs = {re.sub("[^a-z0-9]+", "_", m.lower()).strip("_") for m in project["klaviyo__count_metrics"]}
+    revenue = {re.sub("[^a-z0-9]+", "_", m.lower()).strip("_") for m in project["klaviyo__sum_revenue_metrics"]}
+    return ({f"{p}count_{s}" for s in slugs for p in ("", "unique_", "total_")}
+            | {f"{p}sum_revenue_{s}" for s in revenue for p in ("", "total_", "organic_")})
+
+
+def test_every_column_of_every_model_is_documented(modelled_duckdb: Modelled) -> None:
+    documented = documented_columns()
+    pivots = pivot_columns()
+    built = modelled_duckdb.query(
+        "select table_name, column_name from information_schema.columns where table_schema = '{m}'")
+    columns: dict[str, set[str]] = {}
+    for table, column in built:
+        columns.setdefault(table, set()).add(column)
+    assert set(columns) == set(documented)
+    undocumented = {m: sorted(names - pivots - documented[m]) for m, names in columns.items()}
+    missing = {m: sorted(documented[m] - names) for m, names in columns.items()}
+    assert {m: c for m, c in undocumented.items() if c} == {}
+    assert {m: c for m, c in missing.items() if c} == {}
+
+
+def test_person_consent_and_rfm(modelled: Modelled, truth: AccountTruth) -> None:
+    rows = modelled.query(
+        "select person_id, email_marketing_consent, can_receive_email_marketing, sms_marketing_consent, "
+        "can_receive_sms_marketing, can_receive_push_marketing, recency_score, frequency_score, monetary_score "
+        "from {m}.klaviyo__persons")
+    consent = truth.consent()
+    assert {r[0]: (r[1], bool(r[2]), r[3], bool(r[4]), bool(r[5])) for r in rows} == consent
+    assert len({c[0] for c in consent.values()}) >= 3  # subscribed, unsubscribed, never subscribed all occur
+    rfm = {r[0]: tuple(r[6:9]) for r in rows if r[6] is not None}
+    assert rfm == truth.rfm()
+    assert len(set(rfm.values())) > 10

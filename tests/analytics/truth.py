@@ -155,3 +155,42 @@ class AccountTruth:
                 row["clicked"].add(self.person[i])
         return {k: {"delivered": r["delivered"], "opens": r["opens"], "opens_unique": len(r["opened"]),
                     "clicks": r["clicks"], "clicks_unique": len(r["clicked"])} for k, r in counts.items()}
+
+    # --- people ------------------------------------------------------------------------------------------------
+
+    def consent(self) -> dict[str, tuple[str | None, bool, str | None, bool, bool]]:
+        """profile id -> (email consent, can receive email marketing, sms consent, can receive sms marketing,
+        can receive push marketing), from the simulator's own subscriptions of each live profile."""
+        profiles = self.store.profiles
+        out = {}
+        for i in profiles.records():
+            subs = profiles.view.subscriptions(i)
+            email = (subs.get("email") or {}).get("marketing") or {}
+            sms = (subs.get("sms") or {}).get("marketing") or {}
+            push = (subs.get("mobile_push") or {}).get("marketing") or {}
+            out[profiles.ident(i)] = (email.get("consent"), bool(email.get("can_receive_email_marketing")),
+                                      sms.get("consent"), bool(sms.get("can_receive_sms_marketing")),
+                                      bool(push.get("can_receive_push_marketing")))
+        return out
+
+    def rfm(self) -> dict[str, tuple[int, int, int]]:
+        """profile id -> (recency, frequency, monetary) scores 1..5 of the people who ordered: quintiles of the
+        latest order, the order count and the lifetime revenue, ties scored as the first of them."""
+        ev = self.store.world.events
+        orders: dict[str, list[Any]] = defaultdict(lambda: [0, 0, Decimal(0)])
+        for i in self.events:
+            if self.metric[i] == ORDER:
+                row = orders[self.person[i]]
+                row[0] = max(row[0], ev.ts[i])
+                row[1] += 1
+                row[2] += self.value(i)
+        people = sorted(orders)
+
+        def scores(measure: int) -> dict[str, int]:
+            values = sorted(orders[p][measure] for p in people)
+            first = {v: values.index(v) for v in values}  # rank - 1 of the first of equal values
+            n = len(values)
+            return {p: min(5, 1 + (5 * first[orders[p][measure]]) // (n - 1)) if n > 1 else 1 for p in people}
+
+        recency, frequency, monetary = scores(0), scores(1), scores(2)
+        return {p: (recency[p], frequency[p], monetary[p]) for p in people}
