@@ -8,6 +8,8 @@
     flow message by each person's receipt), their events and credited conversions of the report's conversion
     metric, as far as they had happened when the report was read (read_at). -#}
 {%- set kinds = klaviyo.message_statistic_kinds() -%}
+{%- set e = klaviyo.loaded('events') -%}
+{%- set p = klaviyo.loaded('profiles') -%}
 {%- set tolerance = var('klaviyo__reconciliation_tolerance') -%}
 with reports as (
     select
@@ -112,7 +114,17 @@ context as (
     select
         not exists (select 1 from {{ ref('stg_klaviyo__event_attributions') }}) as session_attribution,
         (select {{ klaviyo.local_date('min(occurred_at)') }} from {{ ref('klaviyo__events') }}) as first_loaded_day,
-        (select max(_dlt_load_id) from {{ ref('klaviyo__events') }}) as latest_events_load
+        -- the latest load that changed the events: new or re-read ones, and deletions (soft-deleted events,
+        -- deleted profiles), which leave our figures and not a report row read before them
+        greatest(
+            coalesce((select max(_dlt_load_id) from {{ ref('klaviyo__events') }}), '')
+            {%- if klaviyo.has_column(e, '_dlt_load_id') %},
+            coalesce((select max(e._dlt_load_id) from {{ e.relation }} as e), '')
+            {%- endif %}
+            {%- if klaviyo.has_column(p, 'deleted_at') and klaviyo.has_column(p, '_dlt_load_id') %},
+            coalesce((select max(p._dlt_load_id) from {{ p.relation }} as p where p.deleted_at is not null), '')
+            {%- endif %}
+        ) as latest_events_load
 )
 
 select
