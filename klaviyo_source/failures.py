@@ -1,11 +1,16 @@
-"""The true cause of a failed run, named in one line with what to do, and the exit code that goes with it.
+"""Any failure of a run -> the one line a scheduler's log shows and the exit status that goes with it.
 
-dlt wraps what went wrong in step, job and client exceptions, and a destination reports a full disk as
-"Out of Memory" or an I/O error; a scheduler's log needs the cause itself: the disk is full, another
-process holds a lock, the destination cannot be reached, it refused the credentials. `explain` walks the
-whole chain of an exception and returns the first cause it recognizes, or None (then the caller's
-generic line applies). `describe` is the one place the command line turns any failure into its line and
-exit status: a recognized cause first, else our own errors as they are, else the innermost error.
+`describe` is the one place that mapping happens (the command line prints its line and exits with its
+code; Python callers can do the same). It asks `explain` first for the true cause: dlt wraps what went
+wrong in step, job and client exceptions, and a destination reports a full disk as "Out of Memory" or an
+I/O error, while the log needs the cause itself (the disk is full, another process holds a lock, the
+destination cannot be reached or refused the credentials). `explain` walks the whole chain of an
+exception and returns the first cause it recognizes; otherwise our own errors speak as they are, missing
+configuration names its file and variable, and anything else is its innermost error's first line.
+
+Exit statuses (the README's "Exit codes" lists the same): 0 loaded; 1 the run failed; 2 bad arguments
+or configuration; 3 loaded, with records set aside (table set_aside_records); 75 another run holds a
+lock, or another program the DuckDB file (EX_TEMPFAIL: nothing was done, try again later).
 """
 
 from __future__ import annotations
@@ -20,20 +25,25 @@ from pathlib import Path
 from typing import Any
 
 from dlt.common.configuration.exceptions import ConfigFieldMissingException, LookupTraces
+from dlt.common.exceptions import DltException
 
 from klaviyo_source.errors import ConfigurationError, KlaviyoSourceError
 from klaviyo_source.locks import LockHeld
 
+EXIT_LOADED = 0
 EXIT_FAILED = 1  # the run failed: Klaviyo, the network or the destination; the next run can succeed
 EXIT_USAGE = 2  # bad arguments or configuration: the command fails the same way until they are fixed
+EXIT_SET_ASIDE = 3  # loaded, but records that did not fit their table were set aside (set_aside_records)
 EXIT_LOCKED = 75  # EX_TEMPFAIL (sysexits.h): another run is busy; try again later
 
 
 @dataclass(frozen=True)
 class Failure:
-    """A recognized cause: what kind it is, the line to print, the process's exit code."""
+    """A failure as reported: what kind it is, the line to print, the process's exit code."""
 
-    kind: str  # "locked", "disk full", "file in use", "unreachable", "credentials", "permission", "memory"
+    # recognized causes: "locked", "disk full", "file in use", "unreachable", "credentials", "permission",
+    # "memory"; then "usage", "klaviyo", "destination", "other" (a step failed), "defect" (a bug of ours)
+    kind: str
     message: str
     exit_code: int = EXIT_FAILED
 
@@ -138,7 +148,7 @@ def _afterwards(step: str | None) -> str:
         return "nothing is lost: what was read waits in the pipeline folder and the next run loads it first."
     if step == "normalize":
         return "nothing is lost: what was read waits in the pipeline folder and the next run finishes it."
-    if step == "sync":
+    if step in ("sync", None):  # None: before any step, e.g. while taking the locks
         return "nothing was read or loaded."
     return "nothing was loaded and no cursor moved; the next run reads it again."
 
@@ -155,11 +165,11 @@ def _disk_full(cause: BaseException, step: str | None, on_postgres: bool, places
         return Failure("disk full", f"the PostgreSQL server's disk is full ({_first_line(cause)}): free space on "
                                     f"the database server; {_afterwards(step)}")
     path = Path(cause.filename) if isinstance(cause, OSError) and cause.filename else next(
-        iter(_paths_in(str(cause))), None)
-    if path is not None and path.is_absolute():
+        (p for line in str(cause).splitlines() if _NO_SPACE.search(line) for p in _paths_in(line)), None)
+    full = [p for p in places if _free(p) is not None and (_free(p) or 0) < LOW_DISK]
+    if path is not None and path.is_absolute() and (not full or (_free(path) or 0) < LOW_DISK):
         where = f" writing {path}{_free_text(path)}"
-    else:
-        full = [p for p in places if _free(p) is not None and (_free(p) or 0) < LOW_DISK]
+    else:  # no path, or one on a roomy disk (a temporary name): the places of this run that are full
         where = f" at {', '.join(f'{p}{_free_text(p)}' for p in full)}" if full else ""
     return Failure(
         "disk full",
@@ -224,19 +234,36 @@ def _postgres(cause: BaseException, step: str | None) -> Failure | None:
 
 
 _TRACEBACK = "Traceback (most recent call last):"
+_NO_ADBC = re.compile(r"parquet file format was requested for table .* but ADBC driver for .* was not installed", re.S)
+NO_ADBC_NOTE = (
+    "PostgreSQL is loaded with INSERT statements, the slow path: the ADBC driver is not installed "
+    '(pip install -e ".[postgres]" or adbc-driver-postgresql brings it; see README "Warehouses")'
+)
 
 
 class OneLineRecords(logging.Filter):
     """Folds the tracebacks dlt logs (a job retried, a trace it could not save) into their last line.
 
     A scheduler's log then shows what happened in one line each, and the run's own `error:` line stays
-    the one that explains; with DEBUG logging nothing is folded.
+    the one that explains; with DEBUG logging nothing is folded. dlt's warning that the ADBC driver is
+    missing, repeated for every table on every run into PostgreSQL, becomes one note per process that says
+    what it means and how to get the fast path.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._adbc_noted = False
 
     def filter(self, record: logging.LogRecord) -> bool:
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             return True
         message = record.getMessage()
+        if _NO_ADBC.search(message):
+            if self._adbc_noted:
+                return False
+            self._adbc_noted = True
+            record.msg, record.args = NO_ADBC_NOTE, None
+            return True
         summary = ""
         if record.exc_info and record.exc_info[1] is not None:
             summary = f"{type(record.exc_info[1]).__name__}: {_first_line(record.exc_info[1])}"
@@ -287,8 +314,12 @@ def describe(exc: BaseException, places: Sequence[Path] = ()) -> Failure:
     first = _first_line(cause)
     if step in ("load", "sync"):
         return Failure("destination", f"the destination failed ({step} step): {first}; {_afterwards(step)}")
-    where = f"{step} step: " if step else ""
-    return Failure("other", f"{where}{type(cause).__name__}: {first}")
+    if step or isinstance(exc, DltException):
+        return Failure("other", f"{step + ' step: ' if step else ''}{type(cause).__name__}: {first}")
+    # Outside dlt's steps and not one of ours: a bug of this program rather than a failure of the run. Still one
+    # line (a scheduler's log greps for it); the traceback is a --log-level DEBUG away.
+    return Failure("defect", f"{type(cause).__name__}: {first} (an unexpected error in klaviyo-dlt itself: "
+                             "--log-level DEBUG shows its traceback; please report it)")
 
 
 def _missing_config(exc: ConfigFieldMissingException) -> str:

@@ -12,6 +12,9 @@ no other run is working in the folder:
 - `prune_loaded` after a run: completed packages beyond the newest `keep`.
 - `repair_doubles`: rows that share a primary key, which runs that overlapped before runs were locked
   left in merge tables (a merge only repairs the keys it touches again, so memberships kept them forever).
+- `drop_row_id_indexes`: the unique indexes on dlt's row ids (`_dlt_id`) that PostgreSQL datasets created
+  before `create_indexes = false` still carry (a load job a killed run left is replayed and stages its rows
+  a second time; the index then failed that job, and so every later run, for ever).
 """
 
 from __future__ import annotations
@@ -117,9 +120,9 @@ def prune_loaded(working_dir: str | os.PathLike[str], keep: int) -> Removed:
     packages.sort(key=lambda p: _load_id_order(p.name))
     for package in packages[: max(len(packages) - max(keep, 0), 0)]:
         removed.add(package)
-    if removed:
-        log.info("pruned %d completed load package(s) (%s), kept the newest %d",
-                 len(removed.paths), _size(removed.size), keep)
+    if removed:  # every run prunes the one before: routine, not news for a scheduler's log
+        log.debug("pruned %d completed load package(s) (%s), kept the newest %d",
+                  len(removed.paths), _size(removed.size), keep)
     return removed
 
 
@@ -176,7 +179,8 @@ def repair_doubles(pipeline: Any) -> dict[str, int]:
                 f"over (partition by {key_list} order by {newest}{row_id} desc) as n from {qualified}) d "
                 "where n > 1)"
             )
-            log.warning("%s: removed %d doubled row(s) an earlier overlapping run left", name, surplus)
+            log.warning("%s: removed %d doubled row(s), left by an unlocked overlap or a killed run's "
+                        "replayed load job", name, surplus)
             removed[name] = surplus
     return removed
 
@@ -186,3 +190,36 @@ def _existing_tables(client: Any) -> set[str]:
         "select table_name from information_schema.tables where lower(table_schema) = %s", client.dataset_name.lower()
     )
     return {str(r[0]).lower() for r in rows or ()}
+
+
+# --- row-id indexes of PostgreSQL datasets made before create_indexes = false ------------------------------
+
+_ROW_ID_INDEXES = """
+select c.conrelid::regclass::text, quote_ident(c.conname)
+from pg_constraint c
+join pg_namespace n on n.oid = c.connamespace
+join pg_attribute a on a.attrelid = c.conrelid and a.attnum = c.conkey[1]
+where c.contype = 'u' and cardinality(c.conkey) = 1 and a.attname = '_dlt_id' and n.nspname in (%s, %s)
+"""
+
+
+def drop_row_id_indexes(pipeline: Any) -> list[str]:
+    """Drops the unique constraints on `_dlt_id` in the pipeline's PostgreSQL dataset and its staging dataset,
+    when the pipeline is configured without them (create_indexes = false); returns the tables changed.
+
+    One catalog query when there is nothing to drop. Other destinations, and pipelines that ask for the
+    indexes, are left alone.
+    """
+    if not str(getattr(pipeline.destination, "destination_type", "")).endswith(".postgres"):
+        return []
+    client_config = pipeline.destination_client().config
+    if getattr(client_config, "create_indexes", True):
+        return []
+    with pipeline.sql_client() as client:
+        found = client.execute_sql(_ROW_ID_INDEXES, client.dataset_name, client.staging_dataset_name) or []
+        for table, constraint in found:
+            client.execute_sql(f"alter table {table} drop constraint if exists {constraint}")
+    if found:
+        log.info("dropped the unique index on _dlt_id of %d table(s) that an earlier version created (a load job "
+                 "replayed after a killed run would fail on it)", len(found))
+    return [str(table) for table, _ in found]

@@ -96,8 +96,8 @@ class LockHeld(KlaviyoSourceError):
         held_by = holder.describe() if holder else "another process"
         wait = f"waited {waited:.0f} s; " if waited >= 1 else ""
         super().__init__(
-            f"another run holds the lock on {what}: {held_by}; this run {wait}did nothing. It continues "
-            "where that run ends: run again later, or pass --lock-wait SECONDS to wait for it."
+            f"another run holds the lock on {what}: {held_by}; this run {wait}did nothing (the next run "
+            "continues where that one ends): run again later, or pass --lock-wait SECONDS to wait for it."
         )
 
 

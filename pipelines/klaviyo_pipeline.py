@@ -8,7 +8,8 @@
 The API key comes from .dlt/secrets.toml ([sources.klaviyo] api_key) or SOURCES__KLAVIYO__API_KEY.
 Exit status: 0 loaded, 1 the run failed, 2 bad arguments or configuration (a failure prints one line on stderr
 that says what to fix), 3 loaded, but records that did not fit their table were set aside in table
-set_aside_records (one line on stderr counts them). A failed run loads nothing and moves no cursor: run it
+set_aside_records (one line on stderr counts them), 75 another run holds the pipeline's or the dataset's lock
+(this run did nothing; see README "Scheduling"). A failed run loads nothing and moves no cursor: run it
 again, it continues where the last good run ended. With --chunk-days an interrupted first load continues at
 its last chunk.
 Each run ends with a summary per table (rows new or changed, re-read, requests, 429s, time) at INFO.
@@ -27,10 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import dlt
-from dlt.common.exceptions import DltException
 from dlt.common.typing import TRefreshMode
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
-from dlt.pipeline.exceptions import PipelineStepFailed
 
 from klaviyo_dbt.runner import analytics_schema, dbt_installed
 from klaviyo_source import (
@@ -39,12 +38,12 @@ from klaviyo_source import (
     PIPELINE_NAME,
     TABLES,
     ConfigurationError,
-    KlaviyoSourceError,
     klaviyo_source,
     set_aside,
 )
-from klaviyo_source.backfill import CHUNKED_TABLES, backfill, finish_pending
-from klaviyo_source.failures import describe
+from klaviyo_source.backfill import CHUNKED_TABLES, backfill
+from klaviyo_source.failures import EXIT_LOADED, EXIT_SET_ASIDE, describe, fold_dlt_tracebacks
+from klaviyo_source.scheduling import KEEP_PACKAGES, scheduled_run
 from klaviyo_source.summary import RunSummary, load
 
 log = logging.getLogger("klaviyo_pipeline")
@@ -124,6 +123,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--full-refresh", action="store_true", help="drop the tables and cursors, load anew")
     parser.add_argument("--transform", action="store_true",
                         help="after a successful load, build the dbt models (klaviyo_dbt) on the same destination")
+    parser.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long for another run of the pipeline or into the dataset to end (default 0: "
+                             "exit 75 at once)")
+    parser.add_argument("--keep-packages", type=int, default=KEEP_PACKAGES, metavar="N",
+                        help=f"completed load packages kept in the pipeline folder (default {KEEP_PACKAGES})")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         type=str.upper, help="INFO (default) shows progress and the run summary")
     return parser.parse_args(argv)
@@ -146,7 +150,8 @@ def source_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def make_pipeline(args: argparse.Namespace) -> dlt.Pipeline:
+def make_destination(args: argparse.Namespace) -> Any:
+    """The destination the arguments name: a DuckDB file with a memory limit, PostgreSQL without row-id indexes."""
     destination: Any = args.destination
     if destination == "duckdb":
         path = os.path.abspath(args.duckdb_file or DUCKDB_FILE)
@@ -163,12 +168,17 @@ def make_pipeline(args: argparse.Namespace) -> dlt.Pipeline:
             global_config={"memory_limit": args.duckdb_memory_limit, "preserve_insertion_order": False},
         )
         destination = dlt.destinations.duckdb(credentials)
-    return dlt.pipeline(
-        pipeline_name=args.pipeline_name or PIPELINE_NAME,
-        destination=destination,
-        dataset_name=args.dataset,
-        pipelines_dir=os.path.abspath(args.pipelines_dir),
-    )
+    elif destination == "postgres":
+        destination = dlt.destinations.postgres(create_indexes=False)  # see .dlt/config.toml [destination.postgres]
+    return destination
+
+
+def locked_pipeline(args: argparse.Namespace) -> AbstractContextManager[dlt.Pipeline]:
+    """The pipeline, held under its own lock and its dataset's (klaviyo_source.scheduling): what killed runs
+    left is cleaned up or loaded first, completed packages beyond --keep-packages are pruned at the end."""
+    return scheduled_run(args.pipeline_name or PIPELINE_NAME, pipelines_dir=os.path.abspath(args.pipelines_dir),
+                         lock_wait=args.lock_wait, keep_packages=args.keep_packages,
+                         destination=make_destination(args), dataset_name=args.dataset)
 
 
 def written_places(args: argparse.Namespace) -> list[Path]:
@@ -180,26 +190,28 @@ def written_places(args: argparse.Namespace) -> list[Path]:
 
 
 def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> tuple[dlt.Pipeline, RunSummary]:
-    """One scheduled run: what a killed run left, the chunked first load if asked, then every chosen table."""
+    """One scheduled run under its locks: what a killed run left, the chunked first load if asked, then every
+    chosen table."""
     options = {**source_options(args), **(extra or {})}
     if args.chunk_days and not args.end_date and not args.start_date:
         raise ConfigurationError("--chunk-days needs --start-date (where the chunks begin).")
-    pipeline = make_pipeline(args)
+    make_destination(args)  # checks the names before the key
     source = klaviyo_source(**options)  # checks every argument, then the key, before anything is read or written
     refresh: TRefreshMode | None = "drop_sources" if args.full_refresh else None
-    finish_pending(pipeline)
-    if args.chunk_days and not args.end_date:
-        chosen = [t for t in CHUNKED_TABLES if not args.resources or t in args.resources.split(",")]
-        shared = {k: v for k, v in options.items() if k not in ("start_date", "resources")}
-        if backfill(pipeline, args.start_date, args.chunk_days, chosen, refresh, **shared):
-            refresh = None
-            source = klaviyo_source(**options)  # read on up to now, not to before the backfill
-    summary = load(pipeline, source, refresh)
-    log.info("%s", summary)
-    if args.transform or (args.demo and dbt_installed()):  # the demo without the dbt extra loads only
-        from klaviyo_dbt import build  # needs the dbt extra; the loader alone does not
+    with locked_pipeline(args) as pipeline:
+        if args.chunk_days and not args.end_date:
+            chosen = [t for t in CHUNKED_TABLES if not args.resources or t in args.resources.split(",")]
+            shared = {k: v for k, v in options.items() if k not in ("start_date", "resources")}
+            if backfill(pipeline, args.start_date, args.chunk_days, chosen, refresh, **shared):
+                refresh = None
+                source = klaviyo_source(**options)  # read on up to now, not to before the backfill
+        summary = load(pipeline, source, refresh)
+        log.info("%s", summary)
+        if args.transform or (args.demo and dbt_installed()):  # the demo without the dbt extra loads only
+            from klaviyo_dbt import build  # needs the dbt extra; the loader alone does not
 
-        build(pipeline, full_refresh=args.full_refresh, quiet=logging.getLogger().level > logging.INFO)
+            # under the locks: the models write into the same database, which one run at a time may write
+            build(pipeline, full_refresh=args.full_refresh, quiet=logging.getLogger().level > logging.INFO)
     return pipeline, summary
 
 
@@ -240,21 +252,21 @@ def report_set_aside(pipeline: dlt.Pipeline, since: datetime) -> int:
     """One line on stderr when this invocation set records aside; the exit status that says so."""
     counts = set_aside.counts(pipeline, since)
     if not counts:
-        return 0
+        return EXIT_LOADED
     per_table = ", ".join(f"{table} {n:,}" for table, n in counts.items())
     print(f"warning: {sum(counts.values()):,} record(s) did not fit their table and were set aside in table "
           f"{set_aside.TABLE} ({per_table}); everything else loaded", file=sys.stderr)
-    return 3
+    return EXIT_SET_ASIDE
 
 
 def replay(args: argparse.Namespace) -> int:
     """--replay-set-aside: 0 when every set-aside record loaded, 3 when some still do not fit."""
-    pipeline = make_pipeline(args)
-    replayed, remaining = set_aside.replay(pipeline, args.resources.split(",") if args.resources else None)
+    with locked_pipeline(args) as pipeline:
+        replayed, remaining = set_aside.replay(pipeline, args.resources.split(",") if args.resources else None)
     print(f"replayed {sum(replayed.values()):,} set-aside record(s)"
           + (f"; {sum(remaining.values()):,} still do not fit (see {set_aside.TABLE}.reason)" if remaining else ""),
           file=sys.stderr)
-    return 3 if remaining else 0
+    return EXIT_SET_ASIDE if remaining else EXIT_LOADED
 
 
 def print_campaign_performance(client: Any, schema: str) -> None:
@@ -271,6 +283,7 @@ def print_campaign_performance(client: Any, schema: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # argparse itself exits 2 on unknown options
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fold_dlt_tracebacks()  # the error line below explains; dlt's tracebacks on the way are one line each
     started = datetime.now(timezone.utc)
     try:
         context: AbstractContextManager[dict[str, Any], bool | None] = nullcontext({})
@@ -283,9 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.demo:
                 print_demo_summary(pipeline, summary)
             return report_set_aside(pipeline, started)
-    except (KlaviyoSourceError, PipelineStepFailed, DltException) as exc:
-        log.debug("the failure in full", exc_info=exc)  # --log-level DEBUG shows the traceback
+    except Exception as exc:
         failure = describe(exc, places=written_places(args))
+        log.debug("the failure in full", exc_info=exc)  # --log-level DEBUG shows the traceback
         print(f"error: {failure.message}", file=sys.stderr)
         return failure.exit_code
 

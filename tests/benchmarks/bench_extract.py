@@ -26,7 +26,10 @@ each latency (100/500/1000/2000 ms) the default (concurrency that follows the pa
 before a request arrives plus 0.25 s per MB of JSON answered (a 1,000-event page, ~0.8 MB, takes 0.2 s
 more than an empty one); answers gzip-compressed (the connector asks for it, as Klaviyo's clients do).
 `--cpu-path`: 1M events with no latency and no limits, through the CLI's settings and through the plain
-Python path (`dlt.pipeline(destination="duckdb").run(klaviyo_source(...))`, DuckDB's own defaults).
+Python path (`dlt.pipeline(destination="duckdb").run(klaviyo_source(...))`, DuckDB's own defaults). With a
+PostgreSQL server (`--postgres DSN`, default $KLAVIYO_TEST_POSTGRES_DSN) the same events also go into
+PostgreSQL: `pg-adbc` (parquet copied by the ADBC driver, the postgres extra's path) and `pg-sql` (ADBC turned
+off: dlt's INSERT statements), each step's time beside DuckDB's in the same run.
 `--small-tiers`: flows (3/s, 60/min) and campaigns (10/s, 150/min) large enough to take over two minutes at
 the steady limit, with requests per full clock minute after the first.
 """
@@ -84,7 +87,7 @@ class Run:
     """One pipeline run in a child process, and what it measured."""
 
     scenario: str
-    variant: str  # cpu | auto | fixed8 | rerun | plain
+    variant: str  # cpu | auto | fixed8 | cli | plain | pg-adbc | pg-sql
     latency: float
     concurrency: int | None
     rows: int = 0
@@ -170,12 +173,18 @@ def child_main(spec: dict[str, Any]) -> None:
         lift_our_governor()
     workdir = Path(spec["workdir"])
     database = str(workdir / "bench.duckdb")
-    if spec["plain"]:  # what a user writes: DuckDB's own defaults, dlt's default file format
-        destination: Any = dlt.destinations.duckdb(database)
+    dataset = "klaviyo"
+    if spec.get("postgres"):  # what the CLI does with --destination postgres (no unique row-id index)
+        destination: Any = dlt.destinations.postgres(spec["postgres"], create_indexes=False)
+        dataset = f"bench_{os.getpid()}"  # a shared server: a dataset of its own, dropped below
+        if not spec.get("adbc"):
+            os.environ["DISABLE_ADBC_DETECTION"] = "true"  # dlt then loads parquet with INSERT statements
+    elif spec["plain"]:  # what a user writes: DuckDB's own defaults, dlt's default file format
+        destination = dlt.destinations.duckdb(database)
     else:  # what the CLI does (pipelines/klaviyo_pipeline.py)
         destination = dlt.destinations.duckdb(DuckDbCredentials(database, global_config=spec["duckdb_config"]))
     pipeline = dlt.pipeline(
-        pipeline_name="bench", destination=destination, dataset_name="klaviyo", pipelines_dir=str(workdir / "p")
+        pipeline_name="bench", destination=destination, dataset_name=dataset, pipelines_dir=str(workdir / "p")
     )
     options = {"concurrency": spec["concurrency"]} if spec["concurrency"] else {}
     source = klaviyo_source(api_key=spec["api_key"], base_url=spec["base_url"], resources=spec["resources"],
@@ -195,6 +204,8 @@ def child_main(spec: dict[str, Any]) -> None:
     }
     with pipeline.sql_client() as client:
         rows = client.execute_sql(f"select count(*) from {spec['table']}")[0][0]
+        if spec.get("postgres"):
+            client.drop_dataset()
     print(json.dumps({
         "rows": rows, "wall": wall, "cpu": usage.ru_utime + usage.ru_stime - cpu0, "started": started,
         "steps": steps,
@@ -234,14 +245,14 @@ def process_cpu(pid: int) -> float:
 
 
 def run_child(sandbox: Sandbox, run: Run, scenario: Scenario, workdir: Path, args: argparse.Namespace,
-              plain: bool = False) -> Run:
+              plain: bool = False, postgres: str | None = None, adbc: bool = True) -> Run:
     limited = run.variant != "cpu"
     sandbox.configure(latency=run.latency, latency_per_mb=LATENCY_PER_MB if limited else 0.0,
                       rate_limits=args.rate_limits if limited else "off")
     spec = {
         "duckdb_config": args.duckdb, "plain": plain, "workdir": str(workdir), "api_key": sandbox.api_key,
         "base_url": sandbox.base_url, "resources": list(scenario.resources), "table": scenario.table,
-        "concurrency": run.concurrency, "unlimited": not limited,
+        "concurrency": run.concurrency, "unlimited": not limited, "postgres": postgres, "adbc": adbc,
     }
     sandbox.reset_stats()
     server_cpu = process_cpu(sandbox.pid)
@@ -320,13 +331,17 @@ def page_mb(scenario: str) -> float:
 
 
 def cpu_path(args: argparse.Namespace, base: Path) -> list[Run]:
-    """1M events, no latency and no limits: the CLI's settings and the plain Python path."""
+    """1M events, no latency and no limits: the CLI's settings and the plain Python path, and PostgreSQL with
+    ADBC and without when a server is given."""
     scenario = Scenario("events", ("events",), {"events": args.events, "profiles": 20_000})
+    variants: list[tuple[str, dict[str, Any]]] = [("cli", {}), ("plain", {"plain": True})]
+    if args.postgres:
+        variants += [("pg-adbc", {"postgres": args.postgres}), ("pg-sql", {"postgres": args.postgres, "adbc": False})]
     results = []
     with sandbox_for(scenario) as sandbox:
-        for variant, plain in (("cli", False), ("plain", True)):
+        for variant, options in variants:
             run = run_child(sandbox, Run("events-1M", "cpu", 0.0, None), scenario, base / f"cpu-{variant}", args,
-                            plain=plain)
+                            **options)
             run.variant = variant
             run.bound = run.wall
             results.append(run)
@@ -373,11 +388,14 @@ def main() -> None:
         help=f"DuckDB settings of the CLI-like runs (default {DUCKDB_SETTINGS})",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the results to this file")
+    p.add_argument("--postgres", default=os.environ.get("KLAVIYO_TEST_POSTGRES_DSN"),
+                   help="--cpu-path also loads into this PostgreSQL (default $KLAVIYO_TEST_POSTGRES_DSN; '' skips)")
     args = p.parse_args()
     if not (args.sweep or args.cpu_path or args.small_tiers):
         p.error("choose --sweep, --cpu-path and/or --small-tiers")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, rate limits {args.rate_limits}, "
-          f"latency model: base + {LATENCY_PER_MB} s/MB, gzip; args {vars(args)}")
+          f"latency model: base + {LATENCY_PER_MB} s/MB, gzip; "
+          f"args {({**vars(args), 'postgres': bool(args.postgres)})}")  # the DSN may carry a password
     started = time.perf_counter()
     results: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="klaviyo-bench-") as tmp:

@@ -8,6 +8,7 @@
 `load:N` dies when the N-th load job has finished (some tables loaded, the package half done);
 `load:<table>` dies inside the first load job of that table, right after its work is done and before
 dlt records the job as done (dlt then runs the job again on the next run).
+`retries:fast` kills nothing: retries back off in milliseconds, so a run through an outage fails at once.
 SIGKILL gives the run no chance to clean up, like a killed container or an OOM kill.
 """
 
@@ -22,7 +23,8 @@ from typing import Any
 
 from dlt.common.destination.client import RunnableLoadJob
 
-from klaviyo_source.client import KlaviyoClient
+from klaviyo_source import client as client_module
+from klaviyo_source.client import KlaviyoClient, RetryPolicy
 from pipelines.klaviyo_pipeline import main
 
 
@@ -66,7 +68,9 @@ if __name__ == "__main__":
     moment, separator, *cli = sys.argv[1:]
     assert separator == "--", __doc__
     step, at = moment.split(":")
-    if step == "extract":
+    if step == "retries":
+        client_module.DEFAULT_RETRY = RetryPolicy(attempts=4, base=0.01, cap=0.05)
+    elif step == "extract":
         die_on_call(KlaviyoClient, "get", int(at))
     elif at.isdigit():
         die_on_call(RunnableLoadJob, "run_managed", int(at))

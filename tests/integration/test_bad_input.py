@@ -176,8 +176,8 @@ def test_unreachable_destination(loader: Loader, monkeypatch: pytest.MonkeyPatch
     loader.sandbox.reset_stats()
     status, stderr = cli(loader, monkeypatch, capsys, "--destination", "postgres")
     assert status == 1
-    assert_one_line(stderr, "cannot reach PostgreSQL at 127.0.0.1:9", "port 9", "check the host and port in "
-                    "[destination.postgres] credentials", "nothing was read or loaded")
+    assert_one_line(stderr, "cannot reach PostgreSQL at 127.0.0.1:9 (", "Connection refused",
+                    "check the host and port in [destination.postgres] credentials", "nothing was read or loaded")
     assert "hunter2secret" not in stderr
     assert loader.sandbox.stats()["total"] == 0
     assert_nothing_written(loader)

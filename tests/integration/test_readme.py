@@ -164,10 +164,15 @@ def test_every_readme_command_example_and_query_works_as_written(folder: Folder)
         results = len(duckdb.extract_statements(sql))
         assert "Error" not in done.stderr and done.stdout.count("┌") == results, done.stdout + done.stderr
 
-    # the Python example, then the cron entry's command (its log must hold the run's summary)
-    (folder.path / "readme_example.py").write_text(blocks("python")[0])
-    done = folder.sh(".venv/bin/python readme_example.py")
-    assert "run summary" in done.stdout
+    # the Python examples that run on their own (the first steps' and the scheduled one; others are fragments),
+    # then the cron entry's command (its log must hold the run's summary)
+    examples = blocks("python")
+    runnable = [examples[0], *(example for example in examples[1:] if "scheduled_run(" in example)]
+    assert len(runnable) == 2, "the README's scheduled_run example is missing"
+    for number, example in enumerate(runnable):
+        (folder.path / f"readme_example_{number}.py").write_text(example)
+        done = folder.sh(f".venv/bin/python readme_example_{number}.py")
+        assert "run summary" in done.stdout
     for entry in blocks("crontab"):
         fields = entry.strip().split(None, 5)
         command = re.sub(r"^cd \S+ && ", "", fields[5])  # cron changes to the installed folder: this one

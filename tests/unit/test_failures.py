@@ -16,7 +16,15 @@ import pytest
 from dlt.destinations.exceptions import DatabaseTransientException, DestinationConnectionError
 
 from klaviyo_source.errors import AuthenticationError, ConfigurationError, KlaviyoAPIError, RunCancelled
-from klaviyo_source.failures import EXIT_FAILED, EXIT_LOCKED, EXIT_USAGE, OneLineRecords, describe, explain
+from klaviyo_source.failures import (
+    EXIT_FAILED,
+    EXIT_LOCKED,
+    EXIT_USAGE,
+    NO_ADBC_NOTE,
+    OneLineRecords,
+    describe,
+    explain,
+)
 from klaviyo_source.locks import Holder, LockHeld
 
 
@@ -207,3 +215,25 @@ def test_an_unrecognized_destination_error_is_its_first_line_and_what_the_run_le
     assert describe(binder).message == ('the destination failed (load step): Binder Error: Ambiguous reference to '
                                         'catalog or schema "klaviyo"; nothing is lost: what was read waits in the '
                                         'pipeline folder and the next run loads it first.')
+
+
+def test_a_bug_of_ours_is_one_line_that_says_so_and_a_step_failure_is_not() -> None:
+    defect = describe(KeyError("window"))
+    assert (defect.kind, defect.exit_code) == ("defect", EXIT_FAILED)
+    assert defect.message.startswith("KeyError: 'window' (an unexpected error in klaviyo-dlt itself: ")
+    assert "--log-level DEBUG" in defect.message and "\n" not in defect.message
+    step = describe(failed("normalize", KeyError("window")))
+    assert (step.kind, step.message) == ("other", "normalize step: KeyError: 'window'")
+
+
+def test_the_missing_adbc_driver_is_one_note_that_says_what_it_costs() -> None:
+    folding = OneLineRecords()
+
+    def shown(table: str) -> str | None:
+        record = logging.LogRecord("dlt", logging.WARNING, "x", 1, "parquet file format was requested for table "
+                                   "%s but ADBC driver for postgresql was not installed:\n No module named "
+                                   "'adbc_driver_manager'\n Read more: https://dlthub.com/docs", (table,), None)
+        return record.getMessage() if folding.filter(record) else None
+
+    assert shown("events") == NO_ADBC_NOTE and "INSERT statements" in NO_ADBC_NOTE
+    assert shown("profiles") is None, "once per process, not once per table"

@@ -11,10 +11,21 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+import dlt
 import pytest
 
-from klaviyo_source.locks import FileLock, Holder, LockHeld, PostgresLock, holding
+from klaviyo_source.locks import (
+    FileLock,
+    Holder,
+    LockHeld,
+    PostgresLock,
+    destination_lock,
+    holding,
+    pipeline_lock,
+)
+from klaviyo_source.scheduling import scheduled_run
 
 HOLD = """
 import sys, time
@@ -140,3 +151,35 @@ def test_postgres_lock_per_dataset_names_its_holder_and_ends_with_a_killed_holde
         other.release()
         if child.poll() is None:
             kill(child)
+
+
+def test_which_lock_guards_which_destination(tmp_path: Path) -> None:
+    def pipeline(name: str, destination: Any, dataset: str = "klaviyo") -> dlt.Pipeline:
+        return dlt.pipeline(name, destination=destination, dataset_name=dataset, pipelines_dir=str(tmp_path / "p"))
+
+    duck = destination_lock(pipeline("a", dlt.destinations.duckdb(str(tmp_path / "k.duckdb"))))
+    assert isinstance(duck, FileLock) and duck.path == tmp_path / "k.duckdb.lock"
+    assert destination_lock(pipeline("b", dlt.destinations.duckdb(str(tmp_path / "k.duckdb")), "other")).path \
+        == duck.path, "one DuckDB file, one writer: every dataset in it shares the lock"
+    files = dlt.destinations.filesystem(str(tmp_path / "bucket"))
+    generic = destination_lock(pipeline("c", files))
+    assert isinstance(generic, FileLock) and generic.path.parent.name == "locks"
+    assert destination_lock(pipeline("d", files)).path == generic.path
+    assert destination_lock(pipeline("e", files, "other")).path != generic.path
+    assert pipeline_lock(tmp_path / "p" / "a", "a").path == tmp_path / "p" / "a.lock"
+
+
+def test_scheduled_run_keeps_a_second_run_of_the_pipeline_out(tmp_path: Path) -> None:
+    options: dict[str, Any] = {"pipelines_dir": str(tmp_path / "p"), "dataset_name": "d",
+                               "destination": dlt.destinations.duckdb(str(tmp_path / "k.duckdb"))}
+    with scheduled_run("sched", **options) as pipeline:
+        pipeline.run([{"id": 1}], table_name="t")
+        with pytest.raises(LockHeld, match=r"^another run holds the lock on pipeline sched \("), \
+                scheduled_run("sched", **options):
+            pytest.fail("entered while the first run holds the lock")
+        with pytest.raises(LockHeld, match=r"^another run holds the lock on DuckDB file "), \
+                scheduled_run("other", **options):
+            pytest.fail("entered the DuckDB file another run holds")
+    with scheduled_run("other", **options) as pipeline:  # released on leaving
+        pipeline.run([{"id": 2}], table_name="t")
+    assert len(list((tmp_path / "p" / "sched" / "load" / "loaded").iterdir())) == 1, "pruned to one package"
