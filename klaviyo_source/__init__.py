@@ -26,10 +26,11 @@ from dlt.extract.resource import DltResource
 
 from klaviyo_source.client import KlaviyoClient
 from klaviyo_source.concurrency import Budget
-from klaviyo_source.endpoints import BY_TABLE, INCLUDED_TABLES, NEWEST_REVISION, OLDEST_REVISION
+from klaviyo_source.endpoints import BY_TABLE, INCLUDED_BY, INCLUDED_TABLES, NEWEST_REVISION, OLDEST_REVISION
 from klaviyo_source.errors import ConfigurationError, KlaviyoAPIError, KlaviyoSourceError
 from klaviyo_source.first_load import settle_appends
 from klaviyo_source.rate_limit import GovernorRegistry
+from klaviyo_source.reports import DEFAULT_CONVERSION_METRIC, AccountFacts, ReportSettings
 from klaviyo_source.resources import MAX_CHAINS, RunContext, build_resources
 from klaviyo_source.rows import SHAPES
 from klaviyo_source.windows import parse_instant
@@ -90,6 +91,11 @@ def klaviyo_source(
     skip_forbidden: bool = False,
     until: str | datetime | None = None,
     strict: bool = False,
+    event_attributions: bool = True,
+    reports_conversion_metric: str = DEFAULT_CONVERSION_METRIC,
+    reports_lookback_days: float = 30.0,
+    reports_history_days: float = 365.0,
+    reports_daily_share: float = 0.2,
 ) -> list[DltResource]:
     """Every Klaviyo table, or those named in `resources`.
 
@@ -107,6 +113,12 @@ def klaviyo_source(
     until: cursors advance only up to this instant (chunked backfills); default: the run's start.
     strict: a record that does not fit its table (sent the same way twice) fails the run, loading nothing;
         by default it is set aside in table `set_aside_records` and the rest of its page loads.
+    event_attributions: read the events with their attributions (include=attributions) into event_attributions;
+        False reads the events alone.
+    reports_*: the report tables (reports.py): the conversion metric their conversion figures count (a metric
+        name or id), the days each run re-reads (conversions are attributed days after a send), the days a
+        first run reads when start_date is not given, and the share of each reporting endpoint's 225 daily
+        calls this source may use in a day (what does not fit is deferred to the next run).
 
     Arguments are checked before the key, and nothing is requested before the run starts. Every table,
     Arrow ones included, gets dlt's per-row load marker `_dlt_load_id`.
@@ -137,15 +149,22 @@ def klaviyo_source(
     if events_lookback_hours < 0:
         raise ConfigurationError(f"events_lookback_hours must not be negative, got {events_lookback_hours}.")
     tables = _tables(resources)
+    if not event_attributions and resources is not None and "event_attributions" in _names(resources):
+        raise ConfigurationError("resources names event_attributions, which event_attributions=False leaves out.")
+    reports = ReportSettings(reports_conversion_metric, reports_lookback_days, reports_history_days,
+                             reports_daily_share)
+    reports.check()
     _check_key(api_key)  # configuration after arguments: a bad argument is reported even without a key
 
     # dlt adds `_dlt_load_id` to the rows it normalizes, but not to Arrow tables unless this is on: downstream
     # models key on it (which rows did a load add?), so the source turns it on wherever it runs.
     dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
     assert api_key is not None  # _check_key
+    client = KlaviyoClient(api_key, base_url, revision)
+    governors = _governors(api_key, base_url, rate_share)
     ctx = RunContext(
-        client=KlaviyoClient(api_key, base_url, revision),
-        governors=_governors(api_key, base_url, rate_share),
+        client=client,
+        governors=governors,
         start=start,
         until=upper,
         stateless=end is not None,
@@ -157,6 +176,9 @@ def klaviyo_source(
         members_full_refresh=members_full_refresh,
         revision=revision,
         strict=strict,
+        reports=reports,
+        account=AccountFacts(client, governors, reports),
+        without=frozenset(() if event_attributions else ("event_attributions",)),
     )
     _settle_pending()
     return build_resources(ctx, tables)
@@ -225,14 +247,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _names(resources: Sequence[str]) -> list[str]:
+    if isinstance(resources, str):
+        return [r.strip() for r in resources.split(",") if r.strip()]
+    return list(resources)
+
+
 def _tables(resources: Sequence[str] | None) -> list[str]:
     if resources is None:
         return list(TABLES)
-    if isinstance(resources, str):
-        resources = [r.strip() for r in resources.split(",") if r.strip()]
+    resources = _names(resources)
     unknown = [r for r in resources if r not in TABLES]
     if unknown:
         raise ConfigurationError(f"Unknown resource(s) {', '.join(unknown)}; choose from: {', '.join(TABLES)}.")
-    # campaign_messages arrive with campaigns: asking for one reads the other.
-    chosen = {BY_TABLE["campaigns"].table if r in INCLUDED_TABLES else r for r in resources}
+    # campaign_messages arrive with campaigns, event_attributions with events: asking for one reads the other.
+    chosen = {INCLUDED_BY.get(r, r) for r in resources}
     return [t for t in BY_TABLE if t in chosen]

@@ -32,6 +32,7 @@ from klaviyo_source.errors import (
     InvalidRecordError,
     KlaviyoAPIError,
     RevisionError,
+    ThrottledUntilError,
 )
 from klaviyo_source.rate_limit import Governor
 from klaviyo_source.rows import OBJECT, parse_lazy
@@ -179,13 +180,17 @@ class KlaviyoClient:
             if self._flying > self.pool_size:
                 self._grow(max(self._flying, 2 * self.pool_size))
 
-    def _send(self, url: str, params: Mapping[str, str] | None) -> requests.Response:
-        """A GET whose body, for a page, is read when it is its turn to be decoded (see `_decode`): till then
-        it waits in the socket, not in our memory, and its connection stays in use (`_in_use`). Error answers
-        are short: read at once, their connection goes back to the pool."""
+    def _send(self, url: str, params: Mapping[str, str] | None, data: bytes | None = None) -> requests.Response:
+        """A GET (a POST of `data`: a report query) whose body, for a page, is read when it is its turn to be
+        decoded (see `_decode`): till then it waits in the socket, not in our memory, and its connection stays
+        in use (`_in_use`). Error answers are short: read at once, their connection goes back to the pool."""
         self._in_use(+1)
         try:
-            response = self.session.get(url, params=params, timeout=self.timeout, stream=True)
+            if data is None:
+                response = self.session.get(url, params=params, timeout=self.timeout, stream=True)
+            else:
+                response = self.session.post(url, params=params, data=data, timeout=self.timeout, stream=True,
+                                             headers={"Content-Type": "application/vnd.api+json"})
             if response.status_code != 200:
                 _ = response.content
         except BaseException:
@@ -211,16 +216,18 @@ class KlaviyoClient:
         label: str,
         check: PageCheck | None = None,
         decode: Decode | None = None,
+        body: Any = None,
     ) -> Iterator[Page]:
         """Yields every page of a collection, following `links.next` to its end.
 
         `check` turns a document into tables; a page with misfits is requested again (see `get`).
         `decode` parses a body (default rows.parse_lazy: lazily, or exactly where that cannot be lazy).
+        `body`: POST this JSON:API document to every page instead of GETting it (the reporting endpoints).
         """
         url: str | None = self.base_url + path
         query: Mapping[str, str] | None = params
         while url:
-            page = self.get(url, query, governor, label, check, decode)
+            page = self.get(url, query, governor, label, check, decode, body)
             url = page.next
             yield page
             del page  # not kept while this chain waits for its next turn
@@ -237,16 +244,20 @@ class KlaviyoClient:
         label: str,
         check: PageCheck | None = None,
         decode: Decode | None = None,
+        body: Any = None,
     ) -> Page:
         """One page, retried as Klaviyo's guidance says; raises KlaviyoAPIError with Klaviyo's detail.
 
         A page whose records do not all fit is asked for once more: a glitch usually clears. An answer that
         fails the same check twice will not change for retrying, so it is returned with its misfits (the
         caller sets them aside, or fails in strict mode) instead of being retried for another minute.
+        With `body`, the request is a POST of that document (a report query: it changes nothing, so it is
+        retried like a GET).
         """
         attempt = throttles = 0
         failed: tuple[Any, ...] | None = None
         decode = decode or parse_lazy
+        data = None if body is None else orjson.dumps(body)
         while True:
             self.cancel.check()
             governor.acquire(self.cancel.sleep)
@@ -254,7 +265,7 @@ class KlaviyoClient:
             with self._lock:
                 self.requests[label] += 1
             try:
-                response = self._send(url, params)
+                response = self._send(url, params, data)
             except TRANSIENT as exc:
                 governor.returned(None, wire)
                 unreachable = _unreachable(exc)
@@ -270,12 +281,13 @@ class KlaviyoClient:
                     self.throttled[label] += 1
                 wait = _retry_after(response.headers.get("Retry-After"), self.retry.delay(min(throttles, 6)))
                 if wait > self.retry.max_retry_after:
-                    # A daily cap: say so, and when to come back, instead of sleeping for hours.
+                    # A daily cap (the reporting endpoints): say so, and when to come back, instead of sleeping
+                    # for hours; the report tables defer their timeframes on it, other tables fail the run.
                     back = datetime.now(timezone.utc) + timedelta(seconds=wait)
                     detail = (f"{_error_detail(response)[1]} (Klaviyo asks to wait {wait:,.0f} s, longer than the "
                               f"{self.retry.max_retry_after:.0f} s a run waits: a daily cap? run again after "
                               f"{back:%Y-%m-%d %H:%M} UTC)")
-                    raise KlaviyoAPIError(label, 429, detail, "throttled")
+                    raise ThrottledUntilError(label, 429, detail, "throttled", wait)
                 if throttles > self.retry.max_throttles:
                     detail = f"{_error_detail(response)[1]} (still throttled after waiting {throttles - 1} times)"
                     raise KlaviyoAPIError(label, 429, detail, "throttled")

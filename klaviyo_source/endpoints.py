@@ -10,17 +10,19 @@ source supports, the row says from which revision it exists (`since`), and older
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from enum import Enum
 from typing import Literal
 
 
 @dataclass(frozen=True)
 class Tier:
-    """A Klaviyo rate-limit tier: requests per 1-second burst window and per 60-second steady window."""
+    """A Klaviyo rate-limit tier: requests per 1-second burst window and per 60-second steady window, and
+    per day where Klaviyo caps that too (the reporting endpoints)."""
 
     burst: int
     steady: int
+    daily: int | None = None
 
 
 XS = Tier(1, 15)
@@ -28,6 +30,7 @@ S = Tier(3, 60)
 M = Tier(10, 150)
 L = Tier(75, 750)
 XL = Tier(350, 3500)
+REPORTING = Tier(1, 2, 225)
 
 # The revisions the source is tested against, end to end (tests/integration/test_revisions.py): from the oldest
 # whose differences API-NOTES §6 records to the pinned one. 2026-10-15 reshapes campaigns and is not yet supported.
@@ -42,6 +45,37 @@ class Mode(str, Enum):
     WINDOW = "window"  # read [cursor - overlap, run start) on a server-side filter + sort, merge on key
     FULL = "full"  # read everything every run, replace the table (deletions disappear)
     CHILDREN = "children"  # read everything below each parent the parent resource yields, merge on key
+    REPORT = "report"  # POST a reporting query per planned timeframe (reports.py); each timeframe read
+    # replaces the rows of that timeframe (merge on the key; `Report.period` is the merge key)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a reporting endpoint is asked for and how its answer becomes rows.
+
+    groupings: `group_by` as sent, and the leading key columns (Klaviyo's names).
+    statistics: every statistic the endpoint offers, asked for on every call (columns of the same names).
+    conversion: the endpoint needs `conversion_metric_id` (campaign and flow reports).
+    interval: series reports: the `interval` (one row per grouping and interval start, column `day`);
+        None for values reports (one row per grouping and timeframe, columns `timeframe_start/end`).
+    days_per_call: the longest timeframe one call may cover; values reports read calendar months instead.
+    paged: the endpoint offers `page_cursor`.
+    earliest: Klaviyo has no data before this date (account timezone).
+    """
+
+    type: str
+    groupings: tuple[str, ...]
+    statistics: tuple[str, ...]
+    conversion: bool = True
+    interval: Literal["daily"] | None = None
+    days_per_call: int = 366
+    paged: bool = True
+    earliest: date | None = None
+
+    @property
+    def period(self) -> tuple[str, ...]:
+        """The key columns after the groupings: the conversion metric and the day or the timeframe."""
+        return (*(("conversion_metric_id",) if self.conversion else ()), "day" if self.interval else "timeframe_start")
 
 
 @dataclass(frozen=True)
@@ -84,6 +118,7 @@ class Endpoint:
     membership: bool = False  # rows are (parent_key, profile_id, joined_group_at), not whole resources
     since: dict[str, str] = field(default_factory=dict)
     immutable: bool = False  # a record never changes once written: a first load appends (first_load.py)
+    report: Report | None = None  # Mode.REPORT: what is asked for (POST bodies, timeframes: reports.py)
 
     def sends(self, parameter: str, revision: str) -> bool:
         """Whether `parameter` exists at `revision` (a date, maybe with a suffix; dates compare as text)."""
@@ -95,12 +130,25 @@ class Endpoint:
 
 
 CAMPAIGN_CHANNELS = ("email", "sms", "mobile_push")
+# The statistics of the campaign and flow reports (a unit test holds them to the spec's enum).
+MESSAGE_STATISTICS = (
+    "average_order_value", "bounce_rate", "bounced", "bounced_or_failed", "bounced_or_failed_rate", "click_rate",
+    "click_to_open_rate", "clicks", "clicks_unique", "conversion_rate", "conversion_uniques", "conversion_value",
+    "conversions", "delivered", "delivery_rate", "failed", "failed_rate", "message_segment_count_sum", "open_rate",
+    "opens", "opens_unique", "recipients", "revenue_per_recipient", "spam_complaint_rate", "spam_complaints",
+    "text_message_credit_usage_amount", "text_message_roi", "text_message_spend", "unsubscribe_rate",
+    "unsubscribe_uniques", "unsubscribes",
+)
+SEGMENT_STATISTICS = ("members_added", "members_removed", "net_members_changed", "total_members")
+CAMPAIGN_GROUPINGS = ("campaign_id", "campaign_message_id", "send_channel")  # Klaviyo's default group_by
+FLOW_GROUPINGS = ("flow_id", "flow_message_id", "send_channel")
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("accounts", "/accounts", ("accounts:read",), XS, None),
     Endpoint(
         "events", "/events", ("events:read",), XL, 1000, Mode.WINDOW, cursor="datetime",
-        overlap=timedelta(hours=24), since={"page[size]": "2026-01-15"}, immutable=True,
+        overlap=timedelta(hours=24), params={"include": "attributions"},
+        included={"attribution": "event_attributions"}, since={"page[size]": "2026-01-15"}, immutable=True,
     ),
     Endpoint(
         "profiles", "/profiles", ("profiles:read",), L, 100, Mode.WINDOW, cursor="updated",
@@ -156,12 +204,34 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "coupon_codes", "/coupon-codes", ("coupon-codes:read",), XL, 100, parent="coupons",
         parent_key="coupon_id", parent_filter='any(coupon.id,["{}"])', since=PAGE_SIZE_SINCE_2026_04,
     ),
+    Endpoint(
+        "campaign_values_reports", "/campaign-values-reports", ("campaigns:read",), REPORTING, None, Mode.REPORT,
+        primary_key=(*CAMPAIGN_GROUPINGS, "conversion_metric_id", "timeframe_start"),
+        report=Report("campaign-values-report", CAMPAIGN_GROUPINGS, MESSAGE_STATISTICS),
+    ),
+    Endpoint(
+        "flow_values_reports", "/flow-values-reports", ("flows:read",), REPORTING, None, Mode.REPORT,
+        primary_key=(*FLOW_GROUPINGS, "conversion_metric_id", "timeframe_start"),
+        report=Report("flow-values-report", FLOW_GROUPINGS, MESSAGE_STATISTICS),
+    ),
+    Endpoint(
+        "flow_series_reports", "/flow-series-reports", ("flows:read",), REPORTING, None, Mode.REPORT,
+        primary_key=(*FLOW_GROUPINGS, "conversion_metric_id", "day"),
+        report=Report("flow-series-report", FLOW_GROUPINGS, MESSAGE_STATISTICS, interval="daily", days_per_call=60),
+    ),
+    Endpoint(
+        "segment_series_reports", "/segment-series-reports", ("segments:read",), REPORTING, None, Mode.REPORT,
+        primary_key=("segment_id", "day"),
+        report=Report("segment-series-report", ("segment_id",), SEGMENT_STATISTICS, conversion=False,
+                      interval="daily", days_per_call=60, paged=False, earliest=date(2023, 6, 1)),
+    ),
 )
 
-# Tables filled from another endpoint's `included` documents (see Endpoint.included).
-INCLUDED_TABLES: tuple[str, ...] = ("campaign_messages",)
-
 BY_TABLE: dict[str, Endpoint] = {e.table: e for e in ENDPOINTS}
+# Tables filled from another endpoint's `included` documents (Endpoint.included) -> the table whose reads
+# bring them (asking for one reads the other).
+INCLUDED_BY: dict[str, str] = {table: e.table for e in ENDPOINTS for table in e.included.values()}
+INCLUDED_TABLES: tuple[str, ...] = tuple(INCLUDED_BY)
 
 # Requesting predictive analytics moves profile reads to a ten times slower tier (spec description).
 PREDICTIVE_TIER = M

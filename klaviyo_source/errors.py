@@ -53,6 +53,14 @@ class MissingScopeError(KlaviyoAPIError):
         super().__init__(endpoint, status, detail, code)
 
 
+class ThrottledUntilError(KlaviyoAPIError):
+    """Klaviyo throttled with a Retry-After too long to wait for in a run (a daily cap is used up)."""
+
+    def __init__(self, endpoint: str, status: int, detail: str, code: str, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(endpoint, status, detail, code)
+
+
 class RevisionError(KlaviyoAPIError):
     hint = "Klaviyo rejected the revision header: pass a revision Klaviyo supports (default 2026-07-15)."
 

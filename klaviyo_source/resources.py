@@ -26,10 +26,11 @@ from dlt.extract.resource import DltResource
 from klaviyo_source import set_aside
 from klaviyo_source.client import KlaviyoClient, Page
 from klaviyo_source.concurrency import Budget, Slots, Task, TaskPool
-from klaviyo_source.endpoints import ENDPOINTS, PREDICTIVE_TIER, Endpoint, Mode
+from klaviyo_source.endpoints import ENDPOINTS, PREDICTIVE_TIER, Endpoint, Mode, Report
 from klaviyo_source.errors import InvalidRecordError, KlaviyoAPIError, MissingScopeError, RunCancelled
 from klaviyo_source.first_load import mark_appended, table_is_empty
 from klaviyo_source.rate_limit import Governor, GovernorRegistry
+from klaviyo_source.reports import COUNTS, AccountFacts, ReportReader, ReportSettings
 from klaviyo_source.rows import SHAPES
 from klaviyo_source.validate import CheckedPage, PageCheck
 from klaviyo_source.windows import Plan, Span, Window, parse_instant, plan
@@ -61,7 +62,10 @@ class RunContext:
     skip_forbidden: bool
     members_full_refresh: bool
     revision: str  # the revision header sent; parameters an endpoint lacks at it are left out
+    reports: ReportSettings
+    account: AccountFacts  # the account timezone and conversion metric, looked up once for every report table
     strict: bool = False  # a record that does not fit fails the run instead of being set aside
+    without: frozenset[str] = frozenset()  # included tables not to request (event_attributions=False)
 
     def overlap(self, endpoint: Endpoint) -> timedelta:
         return self.overlaps.get(endpoint.table, endpoint.overlap)
@@ -148,11 +152,17 @@ class EndpointReader:
             tier, key = PREDICTIVE_TIER, f"{endpoint.path}#predictive_analytics"
         if endpoint.page_size:
             params["page[size]"] = str(endpoint.page_size)
+        # Included tables this run loads (event attributions can be left out: ctx.without).
+        self.included = {rtype: t for rtype, t in endpoint.included.items() if t not in ctx.without}
+        if not self.included:
+            params.pop("include", None)
         self.params = {name: value for name, value in params.items() if endpoint.sends(name, ctx.revision)}
         self.governor: Governor = ctx.governors.get(key, tier)
         self.slots = Slots(self._inflight, self._page_bytes, ctx.budget, ctx.concurrency, self._in_hand)
         self.progress = Progress(endpoint.table, self.governor, self.slots)
-        self.check = PageCheck(endpoint)
+        # Report answers are checked by reports.py; collections become checked tables.
+        self.check = PageCheck(endpoint, self.included) if endpoint.report is None else None
+        self.batches = IncludedBatches()  # related records until written; emptied at the end of every read
         self.windowed = endpoint.mode is Mode.WINDOW and not (endpoint.membership and ctx.members_full_refresh)
         self._run: RunStats | None = None
 
@@ -172,12 +182,46 @@ class EndpointReader:
         """Every item of this endpoint for this run (for children: below the given parents).
 
         A failure that ends this table cancels the whole run (the client's cancel signal), so the other
-        tables stop at once instead of finishing their retries after the run is already lost.
+        tables stop at once instead of finishing their retries after the run is already lost. (A report
+        table's daily cap is no failure: reports.py defers what it could not read.)
         """
+        stats = self._stats()
+        cancel = self.ctx.client.cancel
+        try:
+            if self.ep.mode is Mode.REPORT:
+                yield from self._reports()
+            else:
+                yield from self._collection(parent_ids, stats)
+        except RunCancelled:
+            raise
+        except Exception as exc:
+            if isinstance(exc, KlaviyoAPIError) and exc.status == 403:
+                # Report tables also read /accounts and /metrics: name the scopes of the endpoint that refused.
+                scopes = next((e.scopes for e in ENDPOINTS if e.path == exc.endpoint), self.ep.scopes)
+                error = MissingScopeError(exc.endpoint, 403, exc.detail, exc.code, self.ep.table, scopes)
+                if self.ctx.skip_forbidden:
+                    log.warning("%s skipped: %s", self.ep.table, error)
+                    self._report(stats)
+                    return
+                cancel.set(error)
+                raise error from None
+            cancel.set(exc)
+            raise
+        # Not on failure (the run reports no summary then) nor when dlt closes the generator early.
+        self._report(stats)
+
+    def _reports(self) -> Iterator[Any]:
+        """A reporting endpoint: timeframes planned within the day's budget (reports.py), rows per timeframe."""
+        reader = ReportReader(self.ep, self.ctx.client, self.governor, self.ctx.account, self.ctx.reports)
+        state = dlt.current.resource_state()
+        for rows in reader.rows(state, self.ctx.start, self.ctx.until, self.ctx.stateless):
+            self.progress.add(len(rows))
+            yield rows
+
+    def _collection(self, parent_ids: Iterable[str], stats: RunStats) -> Iterator[Any]:
         partitions = self._partitions(list(parent_ids))
         if not partitions:
             return
-        stats = self._stats()
         cursors: dict[str, str] = dlt.current.resource_state().setdefault("cursors", {})
         tasks = []
         spans = Plan(self.ep.page_size or 100)
@@ -212,29 +256,15 @@ class EndpointReader:
         hints = self._append_hints(cursors, partitions)
         # a parent's pages go on at once: its children's reads start from them
         pages = Joiner(1 if any(e.parent == self.ep.table for e in ENDPOINTS) else JOINED_ROWS)
-        try:
-            for batch in pool.batches(tasks):
-                for item in pages.add(batch):
-                    if hints is not None and isinstance(item, pa.Table):  # the table's first page, before
-                        item, hints = dlt.mark.with_hints(item, hints), None  # dlt writes any of it
-                    yield item
-            for item in pages.flush():
-                yield dlt.mark.with_hints(item, hints) if hints is not None else item
-        except RunCancelled:
-            raise
-        except Exception as exc:
-            if isinstance(exc, KlaviyoAPIError) and exc.status == 403:
-                error = MissingScopeError(exc.endpoint, 403, exc.detail, exc.code, self.ep.table, self.ep.scopes)
-                if self.ctx.skip_forbidden:
-                    log.warning("%s skipped: %s", self.ep.table, error)
-                    self._report(stats)
-                    return
-                cancel.set(error)
-                raise error from None
-            cancel.set(exc)
-            raise
-        # Not on failure (the run reports no summary then) nor when dlt closes the generator early.
-        self._report(stats)
+        for batch in pool.batches(tasks):
+            for item in pages.add(batch):
+                if hints is not None and isinstance(item, pa.Table):  # the table's first page, before
+                    item, hints = dlt.mark.with_hints(item, hints), None  # dlt writes any of it
+                yield item
+        for item in pages.flush():
+            yield dlt.mark.with_hints(item, hints) if hints is not None else item
+        for table, rows in self.batches.drain():
+            yield dlt.mark.with_table_name(rows, table)
         if spans.splits:
             log.debug("%s: %d windows split off to idle chains", self.ep.table, spans.splits)
         if self.windowed and not self.ctx.stateless:
@@ -324,6 +354,7 @@ class EndpointReader:
             params["filter"] = ",".join(filters)
 
         def check(document: Any) -> CheckedPage:
+            assert self.check is not None
             checked = self.check(document, part.parent_id)
             for name, value in (part.columns or {}).items():  # a campaign's channel, known from its query
                 if name not in checked.table.column_names:
@@ -397,19 +428,33 @@ class EndpointReader:
         if checked.table.num_rows:
             self.progress.add(checked.table.num_rows)
             yield checked.table
-        if self.ep.included:
+        if self.included:
             self._note_included(checked)
         for table, rows in checked.included.items():
-            if rows.num_rows:
-                yield dlt.mark.with_table_name(rows, table)
+            full = self.batches.add(table, rows)
+            if full is not None:
+                yield dlt.mark.with_table_name(full, table)
 
     def _note_included(self, checked: CheckedPage) -> None:
-        """Related records (campaign messages) are read again below every parent record read."""
+        """Related records (campaign messages) are read again below every parent record read.
+
+        Below an immutable parent (an event's attributions) only the parents read again count: those behind
+        the saved cursor (the lookback), so a first load of millions of events notes no ids at all.
+        """
         kind = checked.kind
         if self._run is None or kind is None or not checked.table.num_rows:
             return
-        ids = [str(i) for i in checked.table.column("id").to_pylist() if i is not None]
-        for table in self.ep.included.values():
+        parents = checked.table
+        if self.ep.immutable:
+            assert self.ep.cursor is not None
+            ends = [parse_instant(s["to"]) for s in self._run.reread.get(self.ep.table, []) if "to" in s]
+            if not ends:
+                return
+            parents = parents.filter(_within(parents.column(self.ep.cursor), None, max(ends)))
+        ids = [str(i) for i in parents.column("id").to_pylist() if i is not None]
+        if not ids:
+            return
+        for table in self.included.values():
             self._run.add_below(table, f"{kind.replace('-', '_')}_id", ids)  # the parent column validate.py adds
 
 
@@ -445,6 +490,40 @@ class Joiner:
         self.pages, self.rows = [], 0
 
 
+class IncludedBatches:
+    """Arrow tables of related records, gathered across pages and threads until a batch is worth a write.
+
+    An events page brings a few dozen attributions; handed to dlt page by page they doubled the wall time of
+    extracting 100k events (dlt's work per item hardly depends on its rows). What they cost now: README, Speed.
+    """
+
+    ROWS = 20_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tables: dict[str, list[pa.Table]] = {}
+        self._rows: dict[str, int] = {}
+
+    def add(self, table: str, rows: pa.Table) -> pa.Table | None:
+        """Keeps `rows`; returns everything kept for `table` once it makes a batch."""
+        if not rows.num_rows:
+            return None
+        with self._lock:
+            self._tables.setdefault(table, []).append(rows)
+            self._rows[table] = self._rows.get(table, 0) + rows.num_rows
+            if self._rows[table] < self.ROWS:
+                return None
+            self._rows[table] = 0
+            return pa.concat_tables(self._tables.pop(table))
+
+    def drain(self) -> Iterator[tuple[str, pa.Table]]:
+        with self._lock:
+            tables, self._tables, self._rows = self._tables, {}, {}
+        for table, parts in tables.items():
+            yield table, pa.concat_tables(parts)
+
+
+
 def _within(cursors: pa.ChunkedArray, lo: datetime | None, hi: datetime) -> pa.Array:
     """Which rows' cursors lie in [lo, hi)."""
     below = pc.less(cursors, pa.scalar(hi, cursors.type))
@@ -477,6 +556,8 @@ def _with_load_marker(columns: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hints(endpoint: Endpoint, ctx: RunContext) -> dict[str, Any]:
+    if endpoint.report is not None:
+        return _report_hints(endpoint, endpoint.report)
     columns = _with_load_marker(SHAPES[endpoint.table].hints())
     for key in endpoint.primary_key:
         columns.setdefault(key, {})["nullable"] = False
@@ -490,6 +571,24 @@ def _hints(endpoint: Endpoint, ctx: RunContext) -> dict[str, Any]:
         "write_disposition": disposition,
         "columns": columns,
     }
+
+
+def _report_hints(endpoint: Endpoint, report: Report) -> dict[str, Any]:
+    """Groupings and the conversion metric as text, days as dates, counts as integers, the rest as doubles.
+    A timeframe read replaces the destination's rows of the same conversion metric and day or timeframe
+    (merge_key), so a grouping that has gone from Klaviyo's answer goes from the table too."""
+    columns: dict[str, dict[str, Any]] = {name: {"data_type": "text"} for name in report.groupings}
+    if report.conversion:
+        columns["conversion_metric_id"] = {"data_type": "text"}
+    if report.interval:
+        columns["day"] = {"data_type": "date"}
+    else:
+        columns.update(timeframe_start={"data_type": "date"}, timeframe_end={"data_type": "date"})
+    columns.update({name: {"data_type": "bigint" if name in COUNTS else "double"} for name in report.statistics})
+    for key in endpoint.primary_key:
+        columns[key]["nullable"] = False
+    return {"name": endpoint.table, "primary_key": list(endpoint.primary_key), "merge_key": list(report.period),
+            "write_disposition": "merge", "columns": columns}
 
 
 def build_resources(ctx: RunContext, tables: Iterable[str]) -> list[DltResource]:

@@ -225,8 +225,8 @@ class ArrowShape:
         if not isinstance(record, OBJECT):
             return Misfit(index, record, "", record, f"is {describe(record)}, expected an object")
         for field, expected in (("id", "a string"), ("type", "a string"), ("attributes", "an object")):
-            if field == "type" and not needs_type:
-                continue
+            if (field == "type" and not needs_type) or (field == "attributes" and not self.known):
+                continue  # attributions have no attributes at all
             value = record.get(field, MISSING)
             if value is MISSING:
                 return Misfit(index, record, field, None, "is missing")
@@ -260,7 +260,7 @@ class ArrowShape:
         unknown: dict[str, None] = {}
         n_known = len(self.known)
         for record in records:
-            attributes = record["attributes"]
+            attributes = record.get("attributes") or {}
             if len(attributes) != n_known:
                 unknown.update((k, None) for k in attributes if k not in self.known)
         for name in unknown:
@@ -268,7 +268,7 @@ class ArrowShape:
                 self._warned.add(name)
                 log.warning("%s: Klaviyo sent attribute %r, which the pinned revision does not declare; it loads "
                             "as text", self.table, name)
-            values = [r["attributes"].get(name) for r in records]
+            values = [(r.get("attributes") or {}).get(name) for r in records]
             texts = [v if v is None or isinstance(v, str) else json_text(v) for v in values]
             if name not in table.schema.names:
                 table = table.append_column(pa.field(name, pa.string()), pa.array(texts, pa.string()))

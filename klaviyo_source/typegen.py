@@ -114,7 +114,7 @@ def _additional_fields(operation: dict[str, Any]) -> set[str]:
 def table_columns(schemas: Schemas, table: str, resource: dict[str, Any], endpoint: Endpoint,
                   operation: dict[str, Any] | None) -> list[list[str]]:
     """[column, type, source] for one table, in the order an analyst reads them: id, attributes, ids."""
-    attributes = schemas.resolve(resource["properties"]["attributes"]).get("properties", {})
+    attributes = schemas.resolve(resource["properties"].get("attributes", {})).get("properties", {})
     requested = {v for k, v in endpoint.params.items() if k.startswith("additional-fields[")}
     requested = {f for value in requested for f in value.split(",")}
     wanted_fields = next((v.split(",") for k, v in endpoint.params.items() if k.startswith("fields[")), None)
@@ -146,6 +146,8 @@ def generate(spec: dict[str, Any]) -> dict[str, Any]:
     schemas = Schemas(spec)
     tables: dict[str, list[list[str]]] = {}
     for endpoint in ENDPOINTS:
+        if endpoint.report is not None:
+            continue  # report rows are groupings and statistics (reports.py), not resources
         operation, resource = schemas.collection_resource(endpoint)
         tables[endpoint.table] = table_columns(schemas, endpoint.table, resource, endpoint, operation)
         for resource_type, table in endpoint.included.items():

@@ -13,6 +13,7 @@ a property that is a number in one event and a string in the next loads as it ca
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,10 +52,12 @@ class CheckedPage:
 class PageCheck:
     """Turns one endpoint's JSON:API documents into checked tables."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, included: Mapping[str, str] | None = None) -> None:
         self.endpoint = endpoint
         self.shape = SHAPES[endpoint.table]
-        self.needs_type = bool(endpoint.included)  # related records are found by their parent's (type, id)
+        # related records loaded with the page (a run may leave some out: event_attributions=False)
+        self.included = dict(endpoint.included if included is None else included)
+        self.needs_type = bool(self.included)  # related records are found by their parent's (type, id)
 
     def __call__(self, document: Any, parent_id: str | None = None) -> CheckedPage:
         data = document["data"]
@@ -64,14 +67,17 @@ class PageCheck:
         extra = {ep.parent_key: parent_id} if ep.parent_key and parent_id is not None else None
         table, misfits = self.shape.convert(data, extra, self.needs_type)
         page = CheckedPage(table, misfits=[(ep.table, m) for m in misfits])
-        if ep.included:
+        if self.included:
             page.kind = next((str(r["type"]) for r in data if isinstance(r, OBJECT) and isinstance(r.get("type"), str)),
                              None)
             self._included(data, document, page)
         return page
 
     def _included(self, data: Any, document: Any, page: CheckedPage) -> None:
-        """Related records sent along (campaign messages with campaigns), each with its parent's id."""
+        """Related records sent along (campaign messages with campaigns, attributions with events), each with
+        its parent's id."""
+        if self._named(data, document, page):
+            return
         by_key = {(r.get("type"), r.get("id")): r for r in document.get("included") or () if isinstance(r, OBJECT)}
         found: dict[str, tuple[list[Any], list[str | None], str]] = {}
         resource: Any
@@ -89,7 +95,7 @@ class PageCheck:
                 for target in targets:
                     if not isinstance(target, OBJECT):
                         continue
-                    table = self.endpoint.included.get(str(target.get("type")))
+                    table = self.included.get(str(target.get("type")))
                     related = by_key.get((target.get("type"), target.get("id")))
                     if table and related is not None:
                         records, parents, _ = found.setdefault(table, ([], [], parent_column))
@@ -97,6 +103,35 @@ class PageCheck:
                         ident = resource.get("id")  # a parent without one is set aside: the related
                         parents.append(ident if isinstance(ident, str) else None)  # record keeps its own link
         for table, (records, parents, parent_column) in found.items():
-            converted, misfits = SHAPES[table].convert(records, {parent_column: parents})
-            page.included[table] = converted
-            page.misfits += [(table, m) for m in misfits]
+            self._convert(table, records, parents, parent_column, page)
+
+    def _named(self, data: Any, document: Any, page: CheckedPage) -> bool:
+        """Related records that each name their parent (an attribution its `event`, a campaign message its
+        `campaign`) are taken as they are; False when one does not, and the parents' relationships must be
+        walked (a thousand events' relationships cost as much as the rest of their page's check)."""
+        kind = data[0].get("type") if len(data) and isinstance(data[0], OBJECT) else None
+        if not isinstance(kind, str):
+            return False
+        found: dict[str, tuple[list[Any], list[str | None]]] = {}
+        resource: Any
+        for resource in document.get("included") or ():
+            table = self.included.get(str(resource.get("type"))) if isinstance(resource, OBJECT) else None
+            if table is None:
+                continue
+            link = ((resource.get("relationships") or {}).get(kind) or {}).get("data")
+            parent = link.get("id") if isinstance(link, OBJECT) else None
+            if not isinstance(parent, str):
+                return False
+            records, parents = found.setdefault(table, ([], []))
+            records.append(resource)
+            parents.append(parent)
+        for table, (records, parents) in found.items():
+            self._convert(table, records, parents, f"{kind.replace('-', '_')}_id", page)
+        return True
+
+    @staticmethod
+    def _convert(table: str, records: list[Any], parents: list[str | None], parent_column: str,
+                 page: CheckedPage) -> None:
+        converted, misfits = SHAPES[table].convert(records, {parent_column: parents})
+        page.included[table] = converted
+        page.misfits += [(table, m) for m in misfits]

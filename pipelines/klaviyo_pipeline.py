@@ -226,7 +226,9 @@ def demo_sandbox(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         args.duckdb_file = args.duckdb_file or DEMO_DUCKDB_FILE
         args.pipeline_name = args.pipeline_name or DEMO_PIPELINE_NAME
         print(f"Klaviyo sandbox at {sandbox.base_url} (seeded, 50,000 events, 5,000 profiles)")
-        yield {"api_key": sandbox.api_key, "base_url": sandbox.base_url}
+        # Klaviyo allows 2 report calls a minute: the demo reads the last month of reports (2 calls per
+        # report table), not the year a first run reads by default.
+        yield {"api_key": sandbox.api_key, "base_url": sandbox.base_url, "reports_history_days": 30}
 
 
 def print_demo_summary(pipeline: dlt.Pipeline, summary: RunSummary) -> None:

@@ -200,7 +200,9 @@ class Sandbox:
         return self._admin("POST", "mutate", {"op": op, **kwargs})
 
     def ground_truth(self, until: datetime | None = None) -> dict[str, set[Any]]:
-        """Every id per table (member tables: (parent_id, profile_id) tuples) as of `until`."""
+        """Every id per table (member tables: (parent_id, profile_id) tuples; event_attributions: whole rows,
+        id, event_id, attributed_event_id, campaign_id, campaign_message_id, flow_id, flow_message_id,
+        flow_message_variation_id) as of `until`."""
         params = {"until": until.isoformat()} if until is not None else None
         tables = self._admin("GET", "ground-truth", params=params)
         return {name: {tuple(i) if isinstance(i, list) else i for i in ids} for name, ids in tables.items()}
@@ -208,6 +210,11 @@ class Sandbox:
     def versions(self) -> dict[str, dict[str, Any]]:
         """Per table id -> change marker (`updated`/`updated_at`); events: id -> profile id."""
         return self._admin("GET", "ground-truth-versions")
+
+    def report(self, kind: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        """What a reporting POST answers now (every page's results), without rate limits: the ground truth
+        of the report tables. `kind` is the body's data.type, e.g. "flow-series-report"."""
+        return self._admin("POST", "report", {"type": kind, "attributes": attributes})
 
     def stats(self) -> dict[str, Any]:
         return self._admin("GET", "stats")

@@ -315,7 +315,7 @@ class Columns:
         self.profile = array("l")
         self.metric = array("b")
         self.ref = array("l")  # message index, order template, product, or item slot (per metric)
-        self.episode = array("l")  # events of one visit/send share it; drives $event_id and attribution
+        self.episode = array("l")  # events of one visit/send share it; drives $event_id and send times
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +340,6 @@ class World:
         self.brand = BRANDS[seed % len(BRANDS)]
         self.rows: dict[str, list[Row]] = {name: [] for name in TABLES}
         self.messages: list[Message] = []
-        self.attributions: dict[int, int] = {}  # episode -> message index, for attributed orders
         self.products: list[Product] = []
         self.orders: list[dict[str, Any]] = []  # Placed Order property templates
         self.episodes = 0
@@ -923,7 +922,7 @@ class World:
                 else:
                     m = flow_msgs[int(r() * len(flow_msgs))]
                     t0 = base_time()
-                self._message_episode(out, m, t0, r, expo, episode)
+                self._message_episode(out, m, t0, r, expo)
             elif x < 0.94:
                 t0 = base_time()
                 out.append((t0, ACTIVE_ON_SITE, 0))
@@ -958,8 +957,7 @@ class World:
         for p, t in zip(ev.profile, ev.ts, strict=True):
             last[p] = t  # ascending times: the final write is the latest
 
-    def _message_episode(self, out: list[tuple[int, int, int]], m: int, t0: int, r: Any, expo: Any,
-                         episode: int) -> None:
+    def _message_episode(self, out: list[tuple[int, int, int]], m: int, t0: int, r: Any, expo: Any) -> None:
         """A message reaching one person: delivery, engagement, maybe an attributed order."""
         channel = self.messages[m].channel
         rec = RECEIVED[channel]
@@ -976,8 +974,7 @@ class World:
                 if r() < 0.28:
                     t += int(expo(1 / 600))
                     out.append((t, M["Clicked Email"], m))
-                    if r() < 0.15:
-                        self.attributions[episode] = m
+                    if r() < 0.15:  # a purchase soon after the click (attribution: see attribution.py)
                         self._order(out, t + int(expo(1 / 1800)), int(r() * len(self.orders)), r)
                 if r() < 0.01:
                     out.append((t + 30, M["Unsubscribed"], m))
@@ -992,7 +989,6 @@ class World:
                 t = t0 + int(expo(1 / 900))
                 out.append((t, M["Clicked SMS"], m))
                 if r() < 0.12:
-                    self.attributions[episode] = m
                     self._order(out, t + int(expo(1 / 1200)), int(r() * len(self.orders)), r)
             elif r() < 0.012:
                 out.append((t0 + int(expo(1 / 600)), M["Unsubscribed from SMS Marketing"], m))
@@ -1405,16 +1401,7 @@ class EventView:
         if metric in ORDER_METRICS:
             order_id = str(5_000_000_000 + episode)
             props = {**w.orders[ref], "$event_id": order_id, "OrderId": order_id}
-            if metric == PLACED_ORDER:
-                m = w.attributions.get(episode)
-                if m is not None:
-                    msg = w.messages[m]
-                    props["$attribution"] = {k: v for k, v in msg.props.items() if k in ("$message", "$flow",
-                                                                                          "$variation")}
-                    props["$attribution"]["$attributed_channel"] = msg.channel
-                    if msg.send_ts is not None:
-                        props["$attribution"]["$send_ts"] = msg.send_ts
-            elif metric == STARTED_CHECKOUT:
+            if metric == STARTED_CHECKOUT:
                 props["$event_id"] = f"{order_id}_checkout"
                 props["CheckoutURL"] = f"https://www.{w.brand.domain}/checkouts/{order_id}"
             else:

@@ -30,8 +30,8 @@ class RateLimiter:
     """Thread-safe fixed-window counters.
 
     mode: "real" (the spec's limits), "off", a number (multiplier applied to the spec's limits), or a
-    mapping endpoint -> (burst, steady) overriding those endpoints ("/events" or "/api/events"); endpoints
-    not in the mapping keep the spec's limits.
+    mapping endpoint -> (burst, steady[, daily]) overriding those endpoints ("/events" or "/api/events");
+    endpoints not in the mapping keep the spec's limits.
     """
 
     def __init__(self, mode: Any = "real", clock: Callable[[], float] = time.time) -> None:
@@ -44,7 +44,7 @@ class RateLimiter:
     def configure(self, mode: Any) -> None:
         """Switch mode; counters restart so a new limit takes effect at once."""
         if isinstance(mode, Mapping):
-            mode = {_strip_api(k): (int(v[0]), int(v[1])) for k, v in mode.items()}
+            mode = {_strip_api(k): tuple(int(n) for n in v) for k, v in mode.items()}
         elif isinstance(mode, (int, float)) and not isinstance(mode, bool):
             if mode <= 0:
                 raise ValueError("rate-limit multiplier must be positive")
@@ -61,8 +61,7 @@ class RateLimiter:
             return None
         if isinstance(mode, dict):
             if endpoint in mode:
-                burst, steady = mode[endpoint]
-                return {"burst": burst, "steady": steady}
+                return dict(zip(("burst", "steady", "daily"), mode[endpoint], strict=False))
             return dict(spec)
         if mode == "real":
             return dict(spec)

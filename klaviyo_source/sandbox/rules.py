@@ -188,8 +188,10 @@ class Rules:
             raise invalid(f"Missing required attributes: {', '.join(missing)}.")
         _check_report_statistics(attrs["statistics"], rule["statistics"])
         _check_timeframe(attrs["timeframe"], rule["timeframe_keys"])
-        if not isinstance(attrs["conversion_metric_id"], str):
+        if "conversion_metric_id" in attrs and not isinstance(attrs["conversion_metric_id"], str):
             raise invalid("'conversion_metric_id' must be a string.")
+        if "interval" in attrs and attrs["interval"] not in rule["intervals"]:
+            raise invalid(f"'interval' must be one of: {', '.join(rule['intervals'])}.")
         group_by = attrs.get("group_by")
         if group_by is not None:
             if not isinstance(group_by, list) or any(g not in rule["group_by"] for g in group_by):
@@ -199,7 +201,7 @@ class Rules:
                 raise invalid(f"'group_by' must include: {', '.join(missing)}.")
         report_filter = attrs.get("filter")
         if report_filter is not None:
-            _check_report_filter(report_filter, rule["group_by"])
+            _check_report_filter(report_filter, rule["filter_fields"])
         return attrs
 
 

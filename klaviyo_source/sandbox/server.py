@@ -360,10 +360,12 @@ class _Handler(BaseHTTPRequestHandler):
             if route.rule["type"] == aggregates.TYPE:
                 return aggregates.answer(sb.store, route.rule, params, body, self_url)
             attributes = sb.rules.report_attributes(route, params, body)
-            result = sb.store.report(route.rule["type"], attributes)
-            return orjson.dumps(
-                {"data": {"type": route.rule["type"], "attributes": result}, "links": {"self": self_url}}
-            )
+            report = sb.store.report(route.rule["type"], attributes, dict(params).get("page_cursor"))
+            pages = {"self": self_url}
+            if report.next_cursor is not None:
+                also = [(k, v) for k, v in params if k != "page_cursor"] + [("page_cursor", report.next_cursor)]
+                pages["next"] = sb.base_url + route.template + "?" + urlencode(also)
+            return orjson.dumps({"data": report.data, "links": pages})
         query = sb.rules.build_query(route, params, account, sb.origin)
         if route.rule.get("single"):
             resource, included = sb.store.detail(query)
@@ -447,6 +449,8 @@ class _Handler(BaseHTTPRequestHandler):
             elif (method, action) == ("GET", "ground-truth"):
                 until = dict(parse_qsl(query_string)).get("until")
                 result = sb.store.ground_truth(parse_until(until) if until else None)
+            elif (method, action) == ("POST", "report"):
+                result = sb.store.report_results(args["type"], args["attributes"])
             elif (method, action) == ("POST", "keys"):
                 result = {"key": sb.create_key(list(args.get("scopes", [])))}
             else:

@@ -44,7 +44,13 @@ SERVED_GETS = (
     "/coupons",
     "/coupon-codes",
 )
-SERVED_REPORTS = ("/campaign-values-reports", "/flow-values-reports")
+SERVED_REPORTS = (
+    "/campaign-values-reports",
+    "/flow-values-reports",
+    "/flow-series-reports",
+    "/segment-values-reports",
+    "/segment-series-reports",
+)
 SERVED_AGGREGATES = ("/metric-aggregates",)
 
 # Additional fields whose use moves a request to a lower rate tier (named in the spec's prose).
@@ -187,27 +193,39 @@ def resolve(spec: dict[str, Any], ref: str) -> dict[str, Any]:
 
 
 def report_rules(spec: dict[str, Any], path: str) -> dict[str, Any]:
-    """Body rules of a reporting POST: data.type, required attributes, statistics/group_by/timeframe enums."""
+    """Body rules of a reporting POST: data.type, required attributes, statistics/group_by/interval/timeframe
+    enums (segment reports have no group_by, values reports no interval)."""
     op = spec["paths"]["/api" + path]["post"]
     body = resolve(spec, op["requestBody"]["content"]["application/vnd.api+json"]["schema"]["$ref"])
     resource = resolve(spec, body["properties"]["data"]["$ref"])
     attrs = resource["properties"]["attributes"]
     props = attrs["properties"]
     timeframes = [resolve(spec, alt["$ref"]) for alt in props["timeframe"]["oneOf"]]
+    group_by = props.get("group_by", {})
     return {
         "operation": op["operationId"],
         "type": resolve(spec, resource["properties"]["type"]["$ref"])["enum"][0],
         "required": attrs["required"],
         "attributes": sorted(props),
         "statistics": props["statistics"]["items"]["enum"],
-        "group_by": props["group_by"]["items"]["enum"],
-        "group_by_required": required_group_by(props["group_by"].get("description", "")),
+        "group_by": group_by.get("items", {}).get("enum", []),
+        "group_by_required": required_group_by(group_by.get("description", "")),
+        "intervals": props.get("interval", {}).get("enum", []),
+        "filter_fields": filter_fields(props["filter"].get("description", "")),
         "timeframe_keys": next(t["properties"]["key"]["enum"] for t in timeframes if "key" in t["required"]),
         "query_params": sorted(p["name"] for p in op["parameters"] if p["in"] == "query"),
         "rate": rate_of(op),
         "scopes": op["x-klaviyo-scopes"],
         "response_schema": op["responses"]["200"]["content"]["application/vnd.api+json"]["schema"]["$ref"],
     }
+
+
+def filter_fields(description: str) -> list[str]:
+    """The attributes a report filter may name: 'Scalar attributes (a, b): ...', 'List attributes (c): ...'
+    or 'Allowed filters are segment_id.'."""
+    found = re.findall(r"attributes \(([\w, ]+)\)", description) or re.findall(r"Allowed filters are ([\w, ]+)\.",
+                                                                              description)
+    return sorted({name.strip() for group in found for name in group.split(",")})
 
 
 def required_group_by(description: str) -> list[str]:

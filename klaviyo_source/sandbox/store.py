@@ -30,19 +30,15 @@ import time
 from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 
-from klaviyo_source.sandbox import filters
+from klaviyo_source.sandbox.attribution import Attributions
 from klaviyo_source.sandbox.data import (
-    MESSAGE_METRICS,
     METRICS,
-    PLACED_ORDER,
     EventView,
-    M,
     ProfileView,
     Row,
     Sizes,
@@ -52,6 +48,7 @@ from klaviyo_source.sandbox.data import (
 from klaviyo_source.sandbox.messaging import operations as messaging_operations
 from klaviyo_source.sandbox.model import Cond, Page, Query, StoreError
 from klaviyo_source.sandbox.people import operations as people_operations
+from klaviyo_source.sandbox.reports import ReportPage, Reports
 
 __all__ = ["Sizes", "Store"]
 
@@ -177,6 +174,7 @@ class Collection:
     default_sort: tuple[str, bool] = ("id", True)
     rels: dict[str, tuple[str, bool]] = {}  # relationship -> (target collection, to-one)
     narrowable: frozenset[str] = frozenset()  # sort fields whose range filters map onto index spans
+    has_attributes = True  # resources without attributes (attributions) leave the member out
 
     def __init__(self) -> None:
         self.indexes: dict[tuple[str, ...], SortedIndex] = {}
@@ -365,7 +363,7 @@ class Events(Collection):
 
     rtype, path = "event", "events"
     default_sort = ("datetime", True)  # newest first when no sort is sent
-    rels = {"metric": ("metrics", True), "profile": ("profiles", True)}
+    rels = {"metric": ("metrics", True), "profile": ("profiles", True), "attributions": ("attributions", False)}
     narrowable = frozenset({"datetime"})
 
     def __init__(self, world: World, store: Store) -> None:
@@ -375,6 +373,7 @@ class Events(Collection):
         self.view = EventView(world)
         self._metric_rels: dict[int, dict[str, Any]] = {}
         self.flags = bytearray(b"\x01") * len(world.events.ts)  # 0 once the profile is deleted
+        self.version = 0  # bumped whenever events are added, changed or deleted (derived models recompute)
         # generation sorted the events by time, ties by record number: the main index is free
         self.indexes[("datetime",)] = SortedIndex(self.sort_key("datetime")[0], range(len(self.flags)), True)
 
@@ -450,18 +449,23 @@ class Events(Collection):
 
     def targets(self, i: int, rel: str) -> Any:
         ev = self.world.events
+        if rel == "attributions":
+            return [i] if self.store.attributions.of(i) is not None else []
         return ev.profile[i] if rel == "profile" else ev.metric[i]
 
     def relationships(self, i: int) -> dict[str, Any]:
         """The hot path of every events page: both targets always exist (a deleted profile takes its
-        events along) and metric relationship objects are shared."""
+        events along) and metric relationship objects are shared. A conversion's attribution (the
+        attribution's record number is its event's) is listed as Klaviyo lists it, include or not."""
         ev = self.world.events
         metric = ev.metric[i]
         shared = self._metric_rels.get(metric)
         if shared is None:
             shared = self._metric_rels[metric] = {"data": self.store.rows("metrics").ref(metric)}
+        attributions = self.store.colls["attributions"]
         return {"metric": shared, "profile": {"data": {"type": "profile",
-                                                       "id": self.store.profiles.ident(ev.profile[i])}}}
+                                                       "id": self.store.profiles.ident(ev.profile[i])}},
+                "attributions": {"data": [attributions.ref(j) for j in self.targets(i, "attributions")]}}
 
     # `Store._resource` of an event as text around its values; tests hold the two to byte equality.
     _PIECES = (
@@ -476,7 +480,10 @@ class Events(Collection):
         '/metric/"}},"profile":{"data":{"type":"profile","id":"',  # profile id
         '"},"links":{"self":"{events}',  # id
         '/relationships/profile/","related":"{events}',  # id
-        '/profile/"}}},"links":{"self":"{events}',  # id
+        '/profile/"}},"attributions":{"data":',  # attributions
+        ',"links":{"self":"{events}',  # id
+        '/relationships/attributions/","related":"{events}',  # id
+        '/attributions/"}}},"links":{"self":"{events}',  # id
         '/"}},',
     )
 
@@ -493,26 +500,33 @@ class Events(Collection):
         properties = [orjson.dumps(p).decode() for p in map(view.properties, records)]
         metric_ids = [metrics[m].id for m in map(ev.metric.__getitem__, records)]
         profile_ids = map(self.store.profiles.view.ident, map(ev.profile.__getitem__, records))
+        attributions = self.store.attributions.refs_json(records)
         columns = zip(map(view.ident, records), map(str, stamps), properties, map(iso, stamps),
-                      map(view.uuid, records, stamps), metric_ids, profile_ids, strict=True)
-        p0, p1, p2, p3, p4, p5, m0, m1, m2, r0, r1, r2, end = (
+                      map(view.uuid, records, stamps), metric_ids, profile_ids, attributions, strict=True)
+        p0, p1, p2, p3, p4, p5, m0, m1, m2, r0, r1, r2, a0, a1, a2, end = (
             piece.replace("{events}", f"{origin}/api/events/") for piece in self._PIECES)
         out = ["["]
         add = out.extend
-        for ident, ts, props, dt, uuid, metric, profile in columns:
+        for ident, ts, props, dt, uuid, metric, profile, credit in columns:
             add((p0, ident, p1, ts, p2, props, p3, dt, p4, uuid, p5, metric, m0, ident, m1, ident, m2, profile,
-                 r0, ident, r1, ident, r2, ident, end))
+                 r0, ident, r1, ident, r2, credit, a0, ident, a1, ident, a2, ident, end))
         out[-1] = end[:-1] + "]"  # the last record closes the array instead of asking for another
         return "".join(out).encode()
 
     def added(self, items: list[int]) -> None:
         self.flags.extend(b"\x01" * (len(self.world.events.ts) - len(self.flags)))
         super().added(items)
+        self.version += 1
+
+    def changed(self, items: list[int], change: Callable[[], None]) -> None:
+        super().changed(items, change)
+        self.version += 1
 
     def deleted(self, items: list[int]) -> None:
         super().deleted(items)
         for i in items:
             self.flags[i] = 0
+        self.version += 1
 
     def of_profiles(self, profiles: list[int]) -> list[int]:
         idx = self.index(("profile", "datetime"))
@@ -693,11 +707,13 @@ class Members(Collection):
     default_sort = ("joined_group_at", True)
     narrowable = frozenset({"joined_group_at"})
 
-    def __init__(self, profiles: Profiles, joined: dict[int, int]) -> None:
+    def __init__(self, profiles: Profiles, joined: dict[int, int],
+                 on_change: Callable[[int, int], None] | None = None) -> None:
         super().__init__()
         self.profiles = profiles
         self.joined = joined  # the World's dict: profile -> epoch seconds
         self.rels = profiles.rels
+        self.on_change = on_change  # (joined, left) counts of every change, for segment reports
 
     def records(self) -> Iterable[int]:
         return list(self.joined)
@@ -731,10 +747,51 @@ class Members(Collection):
     def targets(self, i: int, rel: str) -> Any:
         return self.profiles.targets(i, rel)
 
+    def added(self, items: list[int]) -> None:
+        super().added(items)
+        if self.on_change and items:
+            self.on_change(len(items), 0)
+
     def deleted(self, items: list[int]) -> None:
         super().deleted(items)
         for i in items:
             del self.joined[i]
+        if self.on_change and items:
+            self.on_change(0, len(items))
+
+
+class AttributionResources(Collection):
+    """Attributions as `include=attributions` returns them; a record is its conversion event's number."""
+
+    rtype, path = "attribution", "attributions"
+    rels = {name: ("events" if name.endswith("event") else name, True) for name in (
+        "event", "attributed-event", "campaign", "campaign-message", "flow", "flow-message", "flow-message-variation")}
+    has_attributes = False
+
+    def __init__(self, model: Attributions) -> None:
+        super().__init__()
+        self.model = model
+
+    def records(self) -> Iterable[int]:
+        return sorted(self.model.ledger().credit)
+
+    def alive(self, i: int) -> bool:
+        return self.model.of(i) is not None
+
+    def ident(self, i: int) -> str:
+        return self.model.ident(i)
+
+    def value(self, i: int, field: str) -> Any:
+        return None
+
+    def attributes(self, i: int, extra: tuple[str, ...]) -> dict[str, Any]:
+        return {}
+
+    def relationships(self, i: int) -> dict[str, Any]:
+        return self.model.relationships(i)
+
+    def link(self, colls: dict[str, Collection]) -> None:
+        """Relationships come from the model (they name campaigns and flows even once deleted)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -773,98 +830,6 @@ def _fingerprint(q: Query) -> str:
     conds = sorted(json.dumps([c.op, c.field, c.value], default=str) for c in q.conds)
     text = json.dumps([q.endpoint, q.path_id, conds, q.sort], default=str)
     return hashlib.blake2s(text.encode(), digest_size=6).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Reports
-# ---------------------------------------------------------------------------------------------
-
-STATISTICS = frozenset({
-    "average_order_value", "bounce_rate", "bounced", "bounced_or_failed", "bounced_or_failed_rate",
-    "click_rate", "click_to_open_rate", "clicks", "clicks_unique", "conversion_rate", "conversion_uniques",
-    "conversion_value", "conversions", "delivered", "delivery_rate", "failed", "failed_rate",
-    "message_segment_count_sum", "open_rate", "opens", "opens_unique", "recipients", "revenue_per_recipient",
-    "spam_complaint_rate", "spam_complaints", "text_message_credit_usage_amount", "text_message_roi",
-    "text_message_spend", "unsubscribe_rate", "unsubscribe_uniques", "unsubscribes",
-})
-# kind -> (message table, allowed groupings, default group_by, groupings that must be present)
-REPORTS: dict[str, tuple[str, frozenset[str], tuple[str, ...], tuple[str, ...]]] = {
-    "campaign-values-report": (
-        "campaign_messages",
-        frozenset({"campaign_id", "campaign_message_id", "campaign_message_name", "group", "group_name",
-                   "send_channel", "tag_id", "tag_name", "text_message_format", "variation", "variation_name"}),
-        ("campaign_id", "campaign_message_id", "send_channel"), ("campaign_id", "campaign_message_id")),
-    "flow-values-report": (
-        "flow_messages",
-        frozenset({"flow_id", "flow_message_id", "flow_message_name", "flow_name", "send_channel", "tag_id",
-                   "tag_name", "text_message_format", "variation", "variation_name"}),
-        ("flow_id", "flow_message_id", "send_channel"), ("flow_id", "flow_message_id")),
-}
-_TALLY_FIELD = {
-    M["Received Email"]: "received", M["Received SMS"]: "received", M["Received Push"]: "received",
-    M["Opened Email"]: "opens", M["Opened Push"]: "opens", M["Clicked Email"]: "clicks",
-    M["Clicked SMS"]: "clicks", M["Bounced Email"]: "bounced", M["Failed to Deliver SMS"]: "failed",
-    M["Unsubscribed"]: "unsubscribes", M["Unsubscribed from SMS Marketing"]: "unsubscribes",
-    M["Marked Email as Spam"]: "spam",
-}
-_UNIQUE = {"opens": "opened", "clicks": "clicked", "unsubscribes": "unsubscribed", "conversions": "converted"}
-SMS_SEGMENT_PRICE = 0.0107  # USD per SMS segment, Klaviyo's US list price
-
-
-class _Tally:
-    """Counts of one message's events in a timeframe, plus the people behind the unique counts."""
-
-    def __init__(self) -> None:
-        self.counts = dict.fromkeys(("received", "opens", "clicks", "bounced", "failed", "unsubscribes", "spam",
-                                     "conversions"), 0)
-        self.value = 0.0
-        self.people: dict[str, set[int]] = {name: set() for name in _UNIQUE.values()}
-
-    def add(self, field: str, profile: int, value: float = 0.0) -> None:
-        self.counts[field] += 1
-        self.value += value
-        unique = _UNIQUE.get(field)
-        if unique:
-            self.people[unique].add(profile)
-
-    def merge(self, other: _Tally) -> None:
-        for name, n in other.counts.items():
-            self.counts[name] += n
-        self.value += other.value
-        for name, people in other.people.items():
-            self.people[name] |= people
-
-
-def _statistics(t: _Tally, segments_per_message: int, names: list[str]) -> dict[str, Any]:
-    c = t.counts
-    recipients = c["received"] + c["bounced"] + c["failed"]
-    delivered = c["received"]
-    opened, clicked = len(t.people["opened"]), len(t.people["clicked"])
-    converted, unsubscribed = len(t.people["converted"]), len(t.people["unsubscribed"])
-    segments = delivered * segments_per_message
-    spend = round(segments * SMS_SEGMENT_PRICE, 4)
-    value = round(t.value, 2)
-
-    def rate(a: float, b: float) -> float:
-        return round(a / b, 6) if b else 0.0
-
-    stats = {
-        "recipients": recipients, "delivered": delivered, "bounced": c["bounced"], "failed": c["failed"],
-        "bounced_or_failed": c["bounced"] + c["failed"], "bounce_rate": rate(c["bounced"], recipients),
-        "failed_rate": rate(c["failed"], recipients),
-        "bounced_or_failed_rate": rate(c["bounced"] + c["failed"], recipients),
-        "delivery_rate": rate(delivered, recipients), "opens": c["opens"], "opens_unique": opened,
-        "open_rate": rate(opened, delivered), "clicks": c["clicks"], "clicks_unique": clicked,
-        "click_rate": rate(clicked, delivered), "click_to_open_rate": rate(clicked, opened),
-        "conversions": c["conversions"], "conversion_uniques": converted, "conversion_value": value,
-        "conversion_rate": rate(converted, delivered), "average_order_value": rate(value, c["conversions"]),
-        "revenue_per_recipient": rate(value, delivered), "unsubscribes": c["unsubscribes"],
-        "unsubscribe_uniques": unsubscribed, "unsubscribe_rate": rate(unsubscribed, delivered),
-        "spam_complaints": c["spam"], "spam_complaint_rate": rate(c["spam"], delivered),
-        "message_segment_count_sum": segments, "text_message_credit_usage_amount": segments,
-        "text_message_spend": spend, "text_message_roi": rate(value - spend, spend),
-    }
-    return {name: stats[name] for name in names}
 
 
 def _epoch(value: datetime) -> int:
@@ -932,12 +897,16 @@ class Store:
         self._secret = hashlib.blake2s(f"klaviyo-sandbox:{seed}:{account_id}".encode()).digest()
         self.profiles = Profiles(self.world)
         self.events = Events(self.world, self)
+        self.attributions = Attributions(self.world, self.events)
         self.colls: dict[str, Collection] = {"events": self.events, "profiles": self.profiles,
-                                             "push_tokens": PushTokens(self.profiles)}
+                                             "push_tokens": PushTokens(self.profiles),
+                                             "attributions": AttributionResources(self.attributions)}
         self.colls.update(self._row_collections())
         self._members: dict[tuple[str, int], Members] = {}
         for coll in self.colls.values():
             coll.link(self.colls)
+        self.reports = Reports(self, self._secret)
+        self.now = self.anchor  # the time of the mutation in progress
         self._ops: dict[str, Callable[..., dict[str, Any]]] = {
             "add_events": self._add_events, "add_profiles": self._add_profiles,
             "update_profiles": self._update_profiles,
@@ -1072,7 +1041,11 @@ class Store:
     def members_of(self, kind: str, group: int) -> Members:
         found = self._members.get((kind, group))
         if found is None:
-            found = self._members[(kind, group)] = Members(self.profiles, self.world.members[kind][group])
+            history = None
+            if kind == "segment":  # segment reports count who joined and left, and when
+                def history(joined: int, left: int, group: int = group) -> None:
+                    self.reports.segments.changed(group, self.now, joined, left)
+            found = self._members[(kind, group)] = Members(self.profiles, self.world.members[kind][group], history)
         return found
 
     def _page(self, coll: Collection, q: Query, implicit: tuple[Cond, ...]) -> Page:
@@ -1173,11 +1146,11 @@ class Store:
         non-null object.
         """
         ident = coll.ident(i)
-        attrs = coll.attributes(i, q.additional_fields.get(coll.rtype, ()))
-        tree = trees.get(coll.rtype)
-        if tree is not None:
-            attrs = _trim(attrs, tree)
-        resource: dict[str, Any] = {"type": coll.rtype, "id": ident, "attributes": attrs}
+        resource: dict[str, Any] = {"type": coll.rtype, "id": ident}
+        if coll.has_attributes:
+            attrs = coll.attributes(i, q.additional_fields.get(coll.rtype, ()))
+            tree = trees.get(coll.rtype)
+            resource["attributes"] = _trim(attrs, tree) if tree is not None else attrs
         own = f"{q.origin}/api/{coll.path}/{ident}/"
         if coll.rels:
             rels = coll.relationships(i)
@@ -1194,7 +1167,7 @@ class Store:
         out = []
         for name in q.include:
             if name not in coll.rels:
-                continue  # includes the sandbox does not model (attributions, images, push tokens...)
+                continue  # includes the sandbox does not model (images, templates of messages...)
             table, to_one = coll.rels[name]
             target = self.colls[table]
             for i in records:
@@ -1234,6 +1207,7 @@ class Store:
             raise StoreError(400, "invalid", f"Unknown mutation {op!r}; known: {', '.join(sorted(self._ops))}.")
         stamp = _stamp(kwargs.pop("now", None))
         with self._lock:
+            self.now = stamp
             try:
                 return handler(stamp, **kwargs)
             except (TypeError, ValueError) as exc:
@@ -1245,8 +1219,8 @@ class Store:
         live = list(coll.records())
         return sorted(self._rng.sample(live, min(len(live), 1 if count is None else int(count))))
 
-    def _add_events(self, now: int, count: int = 1, offset_seconds: int = 0, metric: str | None = None
-                    ) -> dict[str, Any]:
+    def _add_events(self, now: int, count: int = 1, offset_seconds: int = 0, metric: str | None = None,
+                    profile_id: str | None = None) -> dict[str, Any]:
         t = now + int(offset_seconds)
         m = None
         if metric is not None:
@@ -1255,7 +1229,7 @@ class Store:
             m = metrics.by_id[metric] if metric in metrics.by_id else names.index(metric) if metric in names else None
             if m is None:
                 raise StoreError(404, "not_found", f"No metric with id or name {metric!r}.")
-        live = list(self.profiles.records())
+        live = self.profiles.find([profile_id]) if profile_id is not None else list(self.profiles.records())
         if not live:
             raise StoreError(400, "invalid", "There are no profiles to attach events to.")
         new = self.world.add_events(int(count), t, m, self._rng, live)
@@ -1397,13 +1371,15 @@ class Store:
 
     # -- ground truth -----------------------------------------------------------------------------
     def ground_truth(self, until: datetime | None = None) -> dict[str, list[Any]]:
-        """What a correct copy of every table holds now (sorted ids; member tables hold id pairs)."""
+        """What a correct copy of every table holds now (sorted ids; member tables hold id pairs, event
+        attributions whole rows)."""
         with self._lock:
             limit = _epoch(until) if until is not None else None
             ts = self.world.events.ts
             out: dict[str, list[Any]] = {
                 "events": sorted(self.events.ident(i) for i in self.events.records() if limit is None or ts[i] < limit),
                 "profiles": sorted(self.profiles.ident(i) for i in self.profiles.records()),
+                "event_attributions": self.attributions.ground_truth(limit),
             }
             for table in _GROUND_TRUTH_ROWS:
                 coll = self.rows(table)
@@ -1431,153 +1407,16 @@ class Store:
             return out
 
     # -- reports --------------------------------------------------------------------------------
-    def report(self, kind: str, attributes: dict[str, Any]) -> dict[str, Any]:
-        """A campaign or flow values report computed from the events (`data.attributes` of the reply)."""
-        if kind not in REPORTS:
-            raise StoreError(400, "invalid", f"Unknown report type {kind!r}.")
-        table, allowed, default_group, required = REPORTS[kind]
-        for name in ("statistics", "timeframe", "conversion_metric_id"):
-            if not attributes.get(name):
-                raise StoreError(400, "invalid", f"'{name}' is required.", name)
-        names = list(attributes["statistics"])
-        unknown = [s for s in names if s not in STATISTICS]
-        if unknown:
-            raise StoreError(400, "invalid", f"Unknown statistic {unknown[0]!r}.", "statistics")
-        group_by = tuple(attributes.get("group_by") or default_group)
-        bad = [g for g in group_by if g not in allowed]
-        if bad or any(r not in group_by for r in required):
-            raise StoreError(400, "invalid", f"group_by must use {', '.join(sorted(allowed))} and include "
-                                             f"{' and '.join(required)}.", "group_by")
-        keep = self._report_filter(attributes.get("filter"), allowed)
+    def report(self, kind: str, attributes: dict[str, Any], cursor: str | None = None) -> ReportPage:
+        """A reporting POST's answer (reports.py), computed from the events and memberships as they are now."""
         with self._lock:
-            metrics = self.rows("metrics")
-            conversion = metrics.by_id.get(attributes["conversion_metric_id"])
-            if conversion is None:
-                raise StoreError(400, "invalid", "conversion_metric_id is not a metric of this account.",
-                                 "conversion_metric_id")
-            start, end = self._timeframe(attributes["timeframe"])
-            groups: dict[tuple[Any, ...], _Tally] = {}
-            segments: dict[tuple[Any, ...], int] = {}
-            for m, tally in self._tally(table, start, end, conversion).items():
-                facts, parts = self._message_facts(m)
-                if not keep(facts):
-                    continue
-                for combo in itertools.product(*([v] if not isinstance(v, tuple) else v
-                                                  for v in (facts[g] for g in group_by))):
-                    groups.setdefault(combo, _Tally()).merge(tally)
-                    segments[combo] = max(segments.get(combo, 0), parts)
-            results = [{"groupings": dict(zip(group_by, combo, strict=True)),
-                        "statistics": _statistics(groups[combo], segments[combo], names)}
-                       for combo in sorted(groups, key=lambda c: json.dumps(c, default=str))]
-        return {"results": results}
+            return self.reports.answer(kind, attributes, cursor)
 
-    def _tally(self, table: str, start: int, end: int, conversion: int) -> dict[int, _Tally]:
-        w = self.world
-        ev = w.events
-        index = self.events.index(("datetime",))
-        lo, hi = index.position((start, LOW)), index.position((end, LOW))
-        tallies: dict[int, _Tally] = {}
-        rows = w.rows[table]
-        for i in index.arr[lo:hi]:
-            metric = ev.metric[i]
-            value = 0.0
-            if metric in MESSAGE_METRICS:
-                m, field = ev.ref[i], _TALLY_FIELD[metric]
-            elif metric == conversion == PLACED_ORDER and ev.episode[i] in w.attributions:
-                m, field = w.attributions[ev.episode[i]], "conversions"
-                value = w.orders[ev.ref[i]]["$value"]
-            else:
-                continue
-            if m < 0 or w.messages[m].table != table or not rows[w.messages[m].row].alive:
-                continue
-            tally = tallies.get(m)
-            if tally is None:
-                tally = tallies[m] = _Tally()
-            tally.add(field, ev.profile[i], value)
-        return tallies
-
-    def _message_facts(self, m: int) -> tuple[dict[str, Any], int]:
-        """The grouping values of one message (tags as tuples) and its SMS segment count."""
-        w = self.world
-        msg = w.messages[m]
-        row = w.rows[msg.table][msg.row]
-        channel = {"email": "email", "sms": "sms", "push": "push-notification"}[msg.channel]
-        if msg.table == "campaign_messages":
-            owner = w.rows["campaigns"][row.parent]  # type: ignore[index]
-            label = row.attrs["definition"].get("label") or owner.attrs["name"]
-            body = row.attrs["definition"]["content"].get("body") or ""
-            audience = (owner.attrs["audiences"]["included"] or [None])[0]
-            groups = {r.id: r.attrs["name"] for t in ("lists", "segments") for r in w.rows[t]}
-            facts: dict[str, Any] = {
-                "campaign_id": owner.id, "campaign_message_id": row.id, "campaign_message_name": label,
-                "group": audience, "group_name": groups.get(audience)}
-        else:
-            owner = w.rows["flows"][w.rows["flow_actions"][row.parent].parent]  # type: ignore[index]
-            label = row.vals["name"]
-            body = row.attrs["definition"].get("body") or ""
-            facts = {"flow_id": owner.id, "flow_message_id": row.id, "flow_message_name": label,
-                     "flow_name": owner.attrs["name"]}
-        tags = [w.rows["tags"][t] for t in owner.refs["tags"] if w.rows["tags"][t].alive]
-        facts.update({"send_channel": channel, "variation": row.id, "variation_name": label,
-                      "text_message_format": "SMS" if msg.channel == "sms" else None,
-                      "tag_id": tuple(t.id for t in tags), "tag_name": tuple(t.attrs["name"] for t in tags)})
-        return facts, (len(body) + 159) // 160 if msg.channel == "sms" else 0
-
-    @staticmethod
-    def _report_filter(text: str | None, allowed: frozenset[str]) -> Callable[[dict[str, Any]], bool]:
-        if not text:
-            return lambda facts: True
-        try:
-            raw = filters.parse(text)
-        except filters.FilterError as exc:
-            raise StoreError(400, "invalid", str(exc), "filter") from exc
-        conds = []
-        for c in raw:
-            if c.field not in allowed or c.op not in ("equals", "contains-any", "contains-all", "any"):
-                raise StoreError(400, "invalid", f"Cannot filter a report with {c.op}({c.field}).", "filter")
-            value = [v.text for v in c.value] if isinstance(c.value, list) else getattr(c.value, "text", None)
-            conds.append((c.op, c.field, value))
-
-        def test(op: str, actual: Any, value: Any) -> bool:
-            have = set(actual) if isinstance(actual, tuple) else {actual}  # tags are lists, the rest scalars
-            wanted = value if isinstance(value, list) else [value]
-            return (all if op == "contains-all" else any)(v in have for v in wanted)
-
-        return lambda facts: all(test(op, facts[field], value) for op, field, value in conds)
-
-    def _timeframe(self, timeframe: Any) -> tuple[int, int]:
-        """[start, end) in epoch seconds; keys and custom ranges are read in the account's timezone."""
-        tz = ZoneInfo(self.world.brand.timezone)
-        if isinstance(timeframe, dict) and "key" in timeframe:
-            today = datetime.now(tz).replace(hour=0, minute=0, second=0, microsecond=0)
-            month = today.replace(day=1)
-
-            def months(n: int) -> datetime:
-                y, m = divmod(month.year * 12 + month.month - 1 + n, 12)
-                return month.replace(year=y, month=m + 1)
-
-            week = today - timedelta(days=today.weekday())
-            days = {"last_7_days": 7, "last_30_days": 30, "last_90_days": 90, "last_365_days": 365}
-            spans = {
-                "today": (today, today + timedelta(days=1)), "yesterday": (today - timedelta(days=1), today),
-                "this_week": (week, week + timedelta(days=7)), "last_week": (week - timedelta(days=7), week),
-                "this_month": (month, months(1)), "last_month": (months(-1), month),
-                "last_3_months": (months(-3), month), "last_12_months": (months(-12), month),
-                "this_year": (months(1 - month.month), months(13 - month.month)),
-                "last_year": (months(-11 - month.month), months(1 - month.month)),
-                **{k: (today - timedelta(days=n), today) for k, n in days.items()},
-            }
-            span = spans.get(timeframe["key"])
-            if span is None:
-                raise StoreError(400, "invalid", f"Unknown timeframe key {timeframe['key']!r}.", "timeframe")
-            return int(span[0].timestamp()), int(span[1].timestamp())
-        try:
-            start, end = (filters.local_datetime(str(timeframe[k]).strip()).replace(tzinfo=tz)
-                          for k in ("start", "end"))
-        except (KeyError, TypeError, ValueError) as exc:  # FilterError is a ValueError
-            raise StoreError(400, "invalid", "timeframe needs a key or a start and an end.", "timeframe") from exc
-        if end <= start or end - start > timedelta(days=366):
-            raise StoreError(400, "invalid", "timeframe must end after it starts and span at most a year.",
-                             "timeframe")
-        return int(start.timestamp()), int(end.timestamp())
-
+    def report_results(self, kind: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        """Ground truth for report tables: a report's `data.attributes` with the results of every page."""
+        page = self.report(kind, attributes)
+        results = list(page.data["attributes"]["results"])
+        while page.next_cursor is not None:
+            page = self.report(kind, attributes, page.next_cursor)
+            results += page.data["attributes"]["results"]
+        return {**page.data["attributes"], "results": results}

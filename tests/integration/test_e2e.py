@@ -10,14 +10,21 @@ import pytest
 
 from klaviyo_source import TABLES
 from klaviyo_source.sandbox import Sandbox
-from tests.integration.conftest import Loader, assert_matches_ground_truth, requests_sent, settle
+from tests.integration.conftest import (
+    Loader,
+    assert_matches_ground_truth,
+    assert_reports_match_ground_truth,
+    requests_sent,
+    settle,
+)
 
 
 def test_full_load_equals_ground_truth(loader: Loader) -> None:
     loader.run()
-    checked = assert_matches_ground_truth(loader)
+    checked = {**assert_matches_ground_truth(loader), **assert_reports_match_ground_truth(loader)}
     assert set(checked) == set(TABLES)
     assert checked["events"] > 2000 and checked["list_members"] > 0 and checked["campaign_messages"] > 0
+    assert checked["event_attributions"] > 0 and checked["flow_series_reports"] > 0
 
 
 def test_columns_are_typed_for_analysts(loader: Loader) -> None:

@@ -29,7 +29,7 @@ import orjson
 import pendulum
 import pytest
 
-from klaviyo_source import klaviyo_source
+from klaviyo_source import TABLES, klaviyo_source
 from klaviyo_source.endpoints import BY_TABLE
 from klaviyo_source.rows import COLUMN_TYPES
 
@@ -160,6 +160,12 @@ def records(table: str) -> dict[str | None, tuple[dict[str, Any], dict[str, str]
                                for m in c["relationships"]["campaign-messages"]["data"]}
                     out.update({r["id"]: (r, {"campaign_id": parents[r["id"]]}) for r in page.get("included", ())})
                 continue
+            if table == "event_attributions":
+                if path == "/events":  # an attribution names its event, or the event that lists it is its parent
+                    parents = {a["id"]: e["id"] for e in page["data"]
+                               for a in ((e.get("relationships") or {}).get("attributions") or {}).get("data", ())}
+                    out.update({r["id"]: (r, {"event_id": parents[r["id"]]}) for r in page.get("included", ())})
+                continue
             assert endpoint is not None
             parent: dict[str, str] = {}
             if endpoint.parent and "{id}" in endpoint.path:
@@ -185,7 +191,9 @@ def query(pipeline: dlt.Pipeline, table: str, columns: list[list[str]]) -> list[
 
 
 def test_every_field_loads_as_sent_and_misfits_are_set_aside(klaviyo: str, pipeline: dlt.Pipeline) -> None:
-    pipeline.run(klaviyo_source(api_key=KEY, base_url=klaviyo), loader_file_format="parquet").raise_on_failed_jobs()
+    tables = [t for t in COLUMN_TYPES["tables"] if t in TABLES]  # every table but the reports (POSTs, no corpus)
+    pipeline.run(klaviyo_source(api_key=KEY, base_url=klaviyo, resources=tables),
+                 loader_file_format="parquet").raise_on_failed_jobs()
     set_aside = CORPUS["set_aside"]
     compared = 0
     for table, columns in COLUMN_TYPES["tables"].items():

@@ -17,7 +17,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from klaviyo_source.client import KlaviyoClient
 from klaviyo_source.endpoints import ENDPOINTS
 from klaviyo_source.sandbox import Sandbox
-from tests.integration.conftest import Loader
+from tests.integration.conftest import SHORT_REPORT_HISTORY, Loader
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,7 +70,7 @@ def test_key_appears_nowhere(loader: Loader, sandbox: Sandbox, caplog: pytest.Lo
 def test_cli_output_and_folder_hold_no_key(loader: Loader, sandbox: Sandbox) -> None:
     """The CLI at DEBUG (dlt's progress, urllib3's request lines) through a good and a failed run."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "SOURCES__KLAVIYO__API_KEY": sandbox.api_key,
-           "SOURCES__KLAVIYO__BASE_URL": sandbox.base_url}
+           "SOURCES__KLAVIYO__BASE_URL": sandbox.base_url, **SHORT_REPORT_HISTORY}
     command = [sys.executable, str(REPO / "pipelines" / "klaviyo_pipeline.py"), "--pipeline-name", loader.name,
                "--pipelines-dir", str(loader.workdir / "pipelines"), "--duckdb-file",
                str(loader.workdir / "klaviyo.duckdb"), "--dataset", loader.dataset, "--log-level", "DEBUG"]

@@ -12,7 +12,23 @@ from tests.spec import load_spec
 
 
 def operation(endpoint: Endpoint) -> dict[str, Any]:
-    return load_spec()["paths"]["/api" + endpoint.path]["get"]
+    return load_spec()["paths"]["/api" + endpoint.path]["post" if endpoint.mode is Mode.REPORT else "get"]
+
+
+def resolve(ref: str) -> dict[str, Any]:
+    node: Any = load_spec()
+    for part in ref.lstrip("#/").split("/"):
+        node = node[part]
+    return node  # type: ignore[no-any-return]
+
+
+def report_resource(endpoint: Endpoint) -> dict[str, Any]:
+    """The request body's `data` schema of a reporting endpoint."""
+    body = resolve(operation(endpoint)["requestBody"]["content"]["application/vnd.api+json"]["schema"]["$ref"])
+    return resolve(body["properties"]["data"]["$ref"])
+
+
+REPORTS = [e for e in ENDPOINTS if e.mode is Mode.REPORT]
 
 
 def parameter(op: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -37,7 +53,35 @@ def test_rate_tier_and_scopes(endpoint: Endpoint) -> None:
     op = operation(endpoint)
     limits = op["x-klaviyo-ratelimit"]
     assert (rate(limits["burst"]), rate(limits["steady"])) == (endpoint.tier.burst, endpoint.tier.steady)
+    assert (rate(limits["daily"]) if "daily" in limits else None) == endpoint.tier.daily
     assert set(op["x-klaviyo-scopes"]) == set(endpoint.scopes)
+
+
+@pytest.mark.parametrize("endpoint", REPORTS, ids=lambda e: e.table)
+def test_reports_ask_for_what_the_spec_offers(endpoint: Endpoint) -> None:
+    """Every statistic the endpoint offers, groupings it allows (those it requires), its interval, its paging."""
+    report = endpoint.report
+    assert report is not None
+    resource = report_resource(endpoint)
+    attributes = resource["properties"]["attributes"]
+    props, required = attributes["properties"], attributes["required"]
+    assert [report.type] == resolve(resource["properties"]["type"]["$ref"])["enum"]
+    assert list(report.statistics) == props["statistics"]["items"]["enum"]
+    if "group_by" in props:
+        assert set(report.groupings) <= set(props["group_by"]["items"]["enum"])
+        named = re.search(r"required: ([\w, ]+)", props["group_by"]["description"]).group(1)  # type: ignore[union-attr]
+        assert {g.strip() for g in named.split(",")} <= set(report.groupings)
+    else:
+        assert report.groupings == ("segment_id",) and "segment_id" in props["filter"]["description"]
+    assert report.conversion == ("conversion_metric_id" in required)
+    if report.interval:
+        assert "interval" in required and report.interval in props["interval"]["enum"]
+        assert f"If {report.interval} is used, the timeframe cannot be longer than {report.days_per_call} days" in (
+            props["interval"]["description"])
+    paged = parameter(operation(endpoint), "page_cursor") is not None
+    assert paged == report.paged
+    assert endpoint.primary_key[: len(report.groupings)] == report.groupings
+    assert endpoint.primary_key[len(report.groupings):] == report.period
 
 
 @pytest.mark.parametrize("endpoint", [e for e in ENDPOINTS if e.mode is Mode.WINDOW], ids=lambda e: e.table)
