@@ -101,7 +101,8 @@ class AccountFacts:
     def _documents(self, table: str) -> Iterator[Any]:
         endpoint = BY_TABLE[table]
         governor = self.governors.get(endpoint.path, endpoint.tier)
-        for page in self.client.pages(endpoint.path, {}, governor, endpoint.path):
+        # Counted apart from the table's own reads (the run summary's requests of `accounts` and `metrics`).
+        for page in self.client.pages(endpoint.path, {}, governor, f"{endpoint.path}#reports"):
             yield page.document
 
     def timezone(self) -> ZoneInfo:
@@ -233,6 +234,7 @@ class ReportReader:
         self.governor = governor
         self.facts = facts
         self.settings = settings
+        self.frames_read: list[Timeframe] = []  # this run's, complete: their rows replace the destination's
 
     def rows(self, state: dict[str, Any], start: datetime | None, until: datetime, stateless: bool
              ) -> Iterator[list[dict[str, Any]]]:
@@ -279,6 +281,7 @@ class ReportReader:
                 break
             calls += used
             pages = max(pages, used)
+            self.frames_read.append(frame)
             if batch:
                 yield batch
         if deferred and not throttled:

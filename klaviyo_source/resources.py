@@ -189,7 +189,7 @@ class EndpointReader:
         cancel = self.ctx.client.cancel
         try:
             if self.ep.mode is Mode.REPORT:
-                yield from self._reports()
+                yield from self._reports(stats)
             else:
                 yield from self._collection(parent_ids, stats)
         except RunCancelled:
@@ -197,8 +197,9 @@ class EndpointReader:
         except Exception as exc:
             if isinstance(exc, KlaviyoAPIError) and exc.status == 403:
                 # Report tables also read /accounts and /metrics: name the scopes of the endpoint that refused.
-                scopes = next((e.scopes for e in ENDPOINTS if e.path == exc.endpoint), self.ep.scopes)
-                error = MissingScopeError(exc.endpoint, 403, exc.detail, exc.code, self.ep.table, scopes)
+                path = exc.endpoint.split("#")[0]  # a label: the path and why it was read (#reports)
+                scopes = next((e.scopes for e in ENDPOINTS if e.path == path), self.ep.scopes)
+                error = MissingScopeError(path, 403, exc.detail, exc.code, self.ep.table, scopes)
                 if self.ctx.skip_forbidden:
                     log.warning("%s skipped: %s", self.ep.table, error)
                     self._report(stats)
@@ -210,13 +211,21 @@ class EndpointReader:
         # Not on failure (the run reports no summary then) nor when dlt closes the generator early.
         self._report(stats)
 
-    def _reports(self) -> Iterator[Any]:
+    def _reports(self, stats: RunStats) -> Iterator[Any]:
         """A reporting endpoint: timeframes planned within the day's budget (reports.py), rows per timeframe."""
         reader = ReportReader(self.ep, self.ctx.client, self.governor, self.ctx.account, self.ctx.reports)
         state = dlt.current.resource_state()
         for rows in reader.rows(state, self.ctx.start, self.ctx.until, self.ctx.stateless):
             self.progress.add(len(rows))
             yield rows
+        # The rows of every timeframe read are replaced: those already there count as read again.
+        report = self.ep.report
+        assert report is not None
+        column = "day" if report.interval else "timeframe_start"
+        metric = {"conversion_metric_id": self.ctx.account.conversion_metric_id()} if report.conversion else {}
+        for frame in reader.frames_read:
+            stats.add_reread(self.ep.table, {"column": column, "from": frame.start.isoformat(),
+                                             "to": frame.end.isoformat(), "where": metric})
 
     def _collection(self, parent_ids: Iterable[str], stats: RunStats) -> Iterator[Any]:
         partitions = self._partitions(list(parent_ids))

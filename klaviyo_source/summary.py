@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any, Final, Literal
 
 import dlt
@@ -184,10 +185,10 @@ def _queries(client: Any, table: str, specs: Sequence[dict[str, Any]]) -> Iterat
         for spec in batch:
             column = client.escape_column_name(spec["column"])
             parts = [f"{column} < %s"]
-            args.append(parse_instant(spec["to"]))
+            args.append(_bound(spec["to"]))
             if spec.get("from"):
                 parts.append(f"{column} >= %s")
-                args.append(parse_instant(spec["from"]))
+                args.append(_bound(spec["from"]))
             for name, value in (spec.get("where") or {}).items():
                 parts.append(f"{client.escape_column_name(name)} = %s")
                 args.append(value)
@@ -198,6 +199,11 @@ def _queries(client: Any, table: str, specs: Sequence[dict[str, Any]]) -> Iterat
             column = client.escape_column_name(spec["column"])
             for ids in _batches(spec["in"]):
                 yield f"select count(*) from {qualified} where {column} in ({', '.join(['%s'] * len(ids))})", ids
+
+
+def _bound(text: str) -> date | datetime:
+    """A range bound: a day for date columns (the report tables' days), else an instant."""
+    return date.fromisoformat(text) if len(text) == 10 else parse_instant(text)
 
 
 def _batches(items: Sequence[Any]) -> Iterator[list[Any]]:

@@ -34,11 +34,14 @@ def test_first_run_is_all_new_and_counts_requests_as_klaviyo_saw_them(loader: Lo
     for table, line in summary.tables.items():
         assert (line.new, line.reread) == (len(loader.keys(table)), 0), table
         if table in BY_TABLE:
-            assert line.requests == sandbox_requests(sandbox, table), table
+            # The report tables look up the account's timezone and the conversion metric once per run (one
+            # page each here), counted apart from the accounts and metrics tables' own reads.
+            lookups = 1 if table in ("accounts", "metrics") else 0
+            assert line.requests == sandbox_requests(sandbox, table) - lookups, table
             assert line.throttled == 0 and line.seconds is not None
     assert summary.tables["campaign_messages"].requests is None  # read along with the campaigns
     text = str(summary)
-    assert text.startswith("run summary (20 tables, ") and "new/changed" in text and "\n  total " in text
+    assert text.startswith(f"run summary ({len(TABLES)} tables, ") and "new/changed" in text and "\n  total " in text
 
 
 def test_second_run_tells_new_rows_from_rows_read_again(loader: Loader, sandbox: Sandbox) -> None:
@@ -62,9 +65,12 @@ def test_second_run_tells_new_rows_from_rows_read_again(loader: Loader, sandbox:
     events = summary.tables["events"]
     assert (events.new, events.reread, events.read) == (35, in_lookback, 35 + in_lookback)
     assert (summary.tables["metrics"].new, summary.tables["metrics"].reread) == (0, metrics)
-    # nothing else changed: whatever else was read (overlaps, replaced tables, rows below parents) was there
-    assert {t: line.new for t, line in summary.tables.items() if t != "events"} == \
-        {t: 0 for t in summary.tables if t != "events"}
+    # nothing else changed: whatever else was read (overlaps, replaced tables, rows below parents) was there;
+    # except in the report tables, whose figures the new events may change (a flow's day with its first open)
+    reports = [t for t in summary.tables if BY_TABLE.get(t) and BY_TABLE[t].report]
+    assert len(reports) == 4 and all(summary.tables[t].reread for t in reports)  # their re-read window
+    assert {t: line.new for t, line in summary.tables.items() if t != "events" and t not in reports} == \
+        {t: 0 for t in summary.tables if t != "events" and t not in reports}
 
 
 def test_a_refresh_loads_everything_anew(loader: Loader) -> None:

@@ -352,8 +352,12 @@ def test_every_body_attribute_with_every_odd_value(sandbox: Sandbox, client: Any
             "page_size": 500, "filter": ["greater-or-equal(datetime,2024-01-01T00:00:00Z)",
                                          "less-than(datetime,2024-03-01T00:00:00Z)"]}
     if rule["type"] != "metric-aggregate":
-        good = {"statistics": ["opens"], "conversion_metric_id": metric, "group_by": rule["group_by_required"],
+        good = {"statistics": rule["statistics"][:1],
                 "timeframe": {"start": "2024-01-01T00:00:00", "end": "2024-02-01T00:00:00"}}
+        if "conversion_metric_id" in rule["attributes"]:  # campaign and flow reports
+            good.update(conversion_metric_id=metric, group_by=rule["group_by_required"])
+        if rule["intervals"]:  # series reports require one
+            good["interval"] = "daily"
     session = requests.Session()
     session.headers.update({"Authorization": f"Klaviyo-API-Key {sandbox.api_key}", "revision": "2026-07-15"})
     assert session.post(sandbox.base_url + path, json={"data": {"type": rule["type"], "attributes": good}}).ok
