@@ -21,8 +21,7 @@ import requests
 from klaviyo_source import TABLES, klaviyo_source
 from klaviyo_source import client as client_module
 from klaviyo_source.client import RetryPolicy
-from klaviyo_source.endpoints import BY_TABLE, Tier
-from klaviyo_source.rate_limit import GovernorRegistry
+from klaviyo_source.endpoints import BY_TABLE
 from klaviyo_source.sandbox import Sandbox
 from klaviyo_source.windows import parse_instant
 
@@ -55,21 +54,9 @@ REPORT_TABLES = tuple(t for t, e in BY_TABLE.items() if e.report is not None)
 ID_TABLES = tuple(t for t in TABLES if t not in REPORT_TABLES)  # compared with the ground truth's ids
 
 
-# For the CLI in its own process, where `unthrottled_reports` cannot reach: a first run reading a year of
-# reports would wait minutes for Klaviyo's 2 calls a minute; 20 days take one or two calls per report table.
+# For the CLI in its own process, where `unthrottled_reports` (tests/conftest.py) cannot reach: a first run
+# reading a year of reports would wait minutes for Klaviyo's 2 calls a minute; 20 days take 1 or 2 calls a table.
 SHORT_REPORT_HISTORY = {"SOURCES__KLAVIYO__REPORTS_HISTORY_DAYS": "20"}
-
-
-@pytest.fixture(autouse=True)
-def unthrottled_reports(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Klaviyo allows 2 report calls a minute, so our governor would make every first load here wait for
-    minutes; the sandboxes here have no limits. Tests of the budget set limits in the sandbox instead."""
-    original = GovernorRegistry.get
-
-    def get(self: GovernorRegistry, key: str, tier: Tier) -> Any:
-        return original(self, f"{key}#unthrottled", Tier(1000, 100_000)) if tier.daily else original(self, key, tier)
-
-    monkeypatch.setattr(GovernorRegistry, "get", get)
 
 
 @pytest.fixture
