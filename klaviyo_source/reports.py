@@ -112,7 +112,7 @@ class AccountFacts:
                 accounts = [a for doc in self._documents("accounts") for a in doc["data"]]
                 name = ((accounts[0].get("attributes") or {}).get("timezone") if accounts else None) or "UTC"
                 try:
-                    self._timezone = ZoneInfo(name)
+                    self._timezone = ZoneInfo(str(name))
                 except (ZoneInfoNotFoundError, ValueError):
                     log.warning("reports: the account's timezone %r is unknown here; timeframes are planned in UTC",
                                 name)
@@ -128,7 +128,9 @@ class AccountFacts:
 
     def _resolve(self) -> str | None:
         wanted = self.settings.conversion_metric.strip()
-        metrics = [m for doc in self._documents("metrics") for m in doc["data"]]
+        # Raw pages, not the metrics table's checked ones: a record without an id (the metrics table sets it
+        # aside) cannot be the conversion metric, and must not fail the report tables.
+        metrics = [m for doc in self._documents("metrics") for m in doc["data"] if isinstance(m.get("id"), str)]
         if any(m.get("id") == wanted for m in metrics):
             return wanted
         named = [m for m in metrics if (m.get("attributes") or {}).get("name") == wanted]
