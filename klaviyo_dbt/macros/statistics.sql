@@ -15,16 +15,42 @@
         'spam_complaints': 'count', 'spam_complaint_rate': 'rate'}) }}
 {%- endmacro %}
 
-{#- Aggregates over a message's own events (columns metric_name, person_id): what each statistic counts, as
-    klaviyo__message_metrics maps metrics to received / opened / clicked / bounced / failed / unsubscribed / spam. -#}
+{#- The tallies the statistics are made of: per kind of message metric (klaviyo__message_metrics) its events,
+    and for opened, clicked and unsubscribed also the distinct people. -#}
+{% macro message_tally_names() -%}
+    {{ return(['received', 'bounced', 'failed', 'opened', 'clicked', 'unsubscribed', 'spam',
+               'opened_people', 'clicked_people', 'unsubscribed_people']) }}
+{%- endmacro %}
+
+{#- Aggregates over a message's own events (columns metric_name, person_id): the tallies, as klaviyo__message_metrics
+    maps metrics to received / opened / clicked / bounced / failed / unsubscribed / spam. -#}
 {% macro message_tallies() -%}
     {%- set mm = var('klaviyo__message_metrics') -%}
-    {%- for kind in ['received', 'opened', 'clicked', 'bounced', 'failed', 'unsubscribed', 'spam'] %}
-    count(case when {{ klaviyo.in_names('metric_name', mm.get(kind, [])) }} then 1 end) as {{ kind }},
+    {%- for name in klaviyo.message_tally_names() %}
+    {%- set kind = name | replace('_people', '') %}
+    {%- if name.endswith('_people') %}
+    count(distinct case when {{ klaviyo.in_names('metric_name', mm.get(kind, [])) }} then person_id end) as {{ name }}
+    {%- else %}
+    count(case when {{ klaviyo.in_names('metric_name', mm.get(kind, [])) }} then 1 end) as {{ name }}
+    {%- endif %}{{ "," if not loop.last }}
     {%- endfor %}
-    {%- for kind in ['opened', 'clicked', 'unsubscribed'] %}
-    count(distinct case when {{ klaviyo.in_names('metric_name', mm.get(kind, [])) }} then person_id end)
-        as {{ kind }}_people{{ "," if not loop.last }}
+{%- endmacro %}
+
+{#- Aggregates over credited conversion events (columns person_id, numeric_value). -#}
+{% macro conversion_tallies() -%}
+    count(*) as conversions,
+    count(distinct person_id) as conversion_uniques,
+    coalesce(sum(numeric_value), 0) as conversion_value
+{%- endmacro %}
+
+{#- The tallies of `own` (message_tallies) and `conversions` (conversion_tallies) left-joined to a row, 0 where
+    that row has none. -#}
+{% macro tallies_or_zero(own, conversions) -%}
+    {%- for name in klaviyo.message_tally_names() %}
+    coalesce({{ own }}.{{ name }}, 0) as {{ name }},
+    {%- endfor %}
+    {%- for name in ['conversions', 'conversion_uniques', 'conversion_value'] %}
+    coalesce({{ conversions }}.{{ name }}, 0) as {{ name }}{{ "," if not loop.last }}
     {%- endfor %}
 {%- endmacro %}
 

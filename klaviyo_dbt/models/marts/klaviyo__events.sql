@@ -34,6 +34,17 @@
     'sms': var('klaviyo__sms_attribution_lookback'),
     'push': var('klaviyo__push_attribution_lookback')} -%}
 {%- set loads = klaviyo.loaded('_dlt_loads') -%}
+{#- what an event is credited to, column by column: its own message's (own_<column> of the event), Klaviyo's
+    attribution's (this expression) or its session touch's (own_<column> of the touch) -#}
+{%- set credited = {
+    'campaign_id': 'coalesce(a.campaign_id, am.campaign_id)',
+    'campaign_message_id': 'a.campaign_message_id',
+    'flow_id': 'coalesce(a.flow_id, am.flow_id)',
+    'flow_message_id': 'a.flow_message_id',
+    'message_id': 'coalesce(a.campaign_message_id, a.flow_message_id)',
+    'variation_id': 'coalesce(a.flow_message_variation_id, a.flow_message_id, a.campaign_message_id)',
+    'channel': 'am.channel',
+    'send_at': 'coalesce(ta.own_send_at, am.send_time)'} -%}
 
 with attributions as (
     select * from {{ ref('stg_klaviyo__event_attributions') }}
@@ -156,7 +167,7 @@ dated as (
 touches as (
     select
         person_partition,
-        own_channel as channel,
+        own_channel,
         case own_channel when 'email' then email_touches when 'sms' then sms_touches else push_touches end
             as touch_number,
         event_id as touch_event_id,
@@ -180,7 +191,7 @@ candidates as (
     {%- for ch in ['email', 'sms', 'push'] %}
     left join touches as t_{{ ch }}
         on t_{{ ch }}.person_partition = o.person_partition
-        and t_{{ ch }}.channel = '{{ ch }}'
+        and t_{{ ch }}.own_channel = '{{ ch }}'
         and t_{{ ch }}.touch_number = o.{{ ch }}_touches
         and o.occurred_at <= t_{{ ch }}.touch_at + {{ klaviyo.hours(lookback[ch]) }}
     {%- endfor %}
@@ -224,31 +235,11 @@ final as (
         case when o.has_own_message then 'message'
              when a.event_id is not null then 'native'
              when s.event_id is not null then 'session' end as attribution_source,
-        case when o.has_own_message then o.own_campaign_id
-             when a.event_id is not null then coalesce(a.campaign_id, am.campaign_id)
-             else s.own_campaign_id end as campaign_id,
-        case when o.has_own_message then o.own_campaign_message_id
-             when a.event_id is not null then a.campaign_message_id
-             else s.own_campaign_message_id end as campaign_message_id,
-        case when o.has_own_message then o.own_flow_id
-             when a.event_id is not null then coalesce(a.flow_id, am.flow_id)
-             else s.own_flow_id end as flow_id,
-        case when o.has_own_message then o.own_flow_message_id
-             when a.event_id is not null then a.flow_message_id
-             else s.own_flow_message_id end as flow_message_id,
-        case when o.has_own_message then o.own_message_id
-             when a.event_id is not null then coalesce(a.campaign_message_id, a.flow_message_id)
-             else s.own_message_id end as message_id,
-        case when o.has_own_message then o.own_variation_id
-             when a.event_id is not null
-                 then coalesce(a.flow_message_variation_id, a.flow_message_id, a.campaign_message_id)
-             else s.own_variation_id end as variation_id,
-        case when o.has_own_message then o.own_channel
-             when a.event_id is not null then am.channel
-             else s.channel end as channel,
-        case when o.has_own_message then o.own_send_at
-             when a.event_id is not null then coalesce(ta.own_send_at, am.send_time)
-             else s.own_send_at end as send_at,
+        {%- for column, native in credited.items() %}
+        case when o.has_own_message then o.own_{{ column }}
+             when a.event_id is not null then {{ native }}
+             else s.own_{{ column }} end as {{ column }},
+        {%- endfor %}
         case when a.event_id is not null then a.attributed_event_id else s.touch_event_id end
             as attributed_event_id,
         o.load_id as _dlt_load_id,

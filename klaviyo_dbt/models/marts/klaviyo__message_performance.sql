@@ -30,9 +30,7 @@ conversions as (
         variation_id,
         day,
         metric_id,
-        count(*) as conversions,
-        count(distinct person_id) as conversion_uniques,
-        coalesce(sum(numeric_value), 0) as conversion_value
+        {{ klaviyo.conversion_tallies() }}
     from events
     where attribution_source in ('native', 'session')
         and metric_id in (select conversion_metric_id from conversion_metrics)
@@ -58,13 +56,7 @@ owners as (
 tallied as (
     select
         g.*,
-        {%- for column in ['received', 'bounced', 'failed', 'opened', 'opened_people', 'clicked', 'clicked_people',
-                           'unsubscribed', 'unsubscribed_people', 'spam'] %}
-        coalesce(o.{{ column }}, 0) as {{ column }},
-        {%- endfor %}
-        coalesce(c.conversions, 0) as conversions,
-        coalesce(c.conversion_uniques, 0) as conversion_uniques,
-        coalesce(c.conversion_value, 0) as conversion_value
+        {{- klaviyo.tallies_or_zero('o', 'c') }}
     from grid as g
     left join own as o
         on o.message_id = g.message_id and o.variation_id = g.variation_id and o.day = g.day

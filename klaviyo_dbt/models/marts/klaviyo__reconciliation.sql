@@ -47,9 +47,7 @@ own as (
 conversions as (
     select
         report_key,
-        count(*) as conversions,
-        count(distinct person_id) as conversion_uniques,
-        coalesce(sum(numeric_value), 0) as conversion_value
+        {{ klaviyo.conversion_tallies() }}
     from matched
     where attribution_source in ('native', 'session') and metric_id = conversion_metric_id
     group by report_key
@@ -65,13 +63,7 @@ late as (
 tallied as (
     select
         r.report_key,
-        {%- for column in ['received', 'bounced', 'failed', 'opened', 'opened_people', 'clicked', 'clicked_people',
-                           'unsubscribed', 'unsubscribed_people', 'spam'] %}
-        coalesce(o.{{ column }}, 0) as {{ column }},
-        {%- endfor %}
-        coalesce(c.conversions, 0) as conversions,
-        coalesce(c.conversion_uniques, 0) as conversion_uniques,
-        coalesce(c.conversion_value, 0) as conversion_value
+        {{- klaviyo.tallies_or_zero('o', 'c') }}
     from reports as r
     left join own as o on o.report_key = r.report_key
     left join conversions as c on c.report_key = r.report_key

@@ -1,9 +1,2 @@
-{#- List memberships: who joined when (Klaviyo's joined_group_at is the latest join) and, once the loader
-    marks removals (removed_at), who left when. -#}
-{%- set m = klaviyo.loaded('list_members') -%}
-select
-    {{ klaviyo.col(m, 'list_id', 'text', 'm') }} as list_id,
-    {{ klaviyo.col(m, 'profile_id', 'text', 'm') }} as person_id,
-    {{ klaviyo.col(m, 'joined_group_at', 'timestamp with time zone', 'm') }} as joined_at,
-    {{ klaviyo.col(m, 'removed_at', 'timestamp with time zone', 'm') }} as removed_at
-from {{ klaviyo.table_or_empty(m) }} as m
+{#- List memberships (macros/groups.sql). -#}
+{{ klaviyo.stage_members('list') }}
