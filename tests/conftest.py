@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from klaviyo_source.endpoints import Tier
 from klaviyo_source.rate_limit import GovernorRegistry
+from tests.report_pace import lifted
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -23,14 +22,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session", autouse=True)
 def unthrottled_reports() -> Iterator[None]:
-    """Klaviyo allows 2 report calls a minute, so our governor would make every first load in a test wait for
-    minutes (the session-wide loads of tests/analytics too); the sandboxes of tests have no limits, or set
-    their own where a test is about the budget."""
-    original = GovernorRegistry.get
-
-    def get(self: GovernorRegistry, key: str, tier: Tier) -> Any:
-        return original(self, f"{key}#unthrottled", Tier(1000, 100_000)) if tier.daily else original(self, key, tier)
-
+    """Klaviyo's report pace lifted for the whole session (tests/report_pace.py says why)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(GovernorRegistry, "get", get)
+        patch.setattr(GovernorRegistry, "get", lifted(GovernorRegistry.get))
         yield

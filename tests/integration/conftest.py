@@ -130,11 +130,23 @@ def loader(sandbox: Sandbox, tmp_path: Path) -> Loader:
 
 
 @pytest.fixture
-def postgres_loader(sandbox: Sandbox, tmp_path: Path) -> Loader:
+def postgres_loader(sandbox: Sandbox, tmp_path: Path) -> Iterator[Loader]:
+    """A loader into its own dataset, dropped afterwards: each dataset left behind makes every later connection
+    slower (ADBC reads the whole catalog of column types when it connects)."""
     dsn = os.environ.get("KLAVIYO_TEST_POSTGRES_DSN")
     if not dsn:
         pytest.skip("KLAVIYO_TEST_POSTGRES_DSN is not set (.ci/run starts a PostgreSQL server and sets it)")
-    return Loader(sandbox, dlt.destinations.postgres(dsn), tmp_path)
+    loader = Loader(sandbox, dlt.destinations.postgres(dsn), tmp_path)
+    yield loader
+    drop_dataset(loader)
+
+
+def drop_dataset(loader: Loader) -> None:
+    """Drops a PostgreSQL loader's dataset and the staging dataset of its merges; DuckDB files go with tmp_path."""
+    if isinstance(loader.destination, dlt.destinations.postgres):
+        with loader.pipeline().sql_client() as client:
+            for schema in (loader.dataset, f"{loader.dataset}_staging"):
+                client.execute_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def assert_matches_ground_truth(loader: Loader, tables: list[str] | None = None,

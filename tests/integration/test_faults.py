@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,6 +25,7 @@ from klaviyo_source.errors import KlaviyoAPIError
 from klaviyo_source.failures import root_cause
 from klaviyo_source.rows import parse_exact
 from klaviyo_source.sandbox import Sandbox
+from tests.integration.cli_driver import command
 from tests.integration.conftest import (
     REPORT_TABLES,
     SHORT_REPORT_HISTORY,
@@ -162,11 +162,7 @@ def run_cli(loader: Loader, kill_at: str | None = None, *extra: str) -> subproce
     args = ["--pipeline-name", loader.name, "--pipelines-dir", str(loader.workdir / "pipelines"),
             "--duckdb-file", str(loader.workdir / "klaviyo.duckdb"), "--dataset", loader.dataset,
             "--log-level", "WARNING", *extra]
-    if kill_at:
-        command = [sys.executable, "-m", "tests.integration.kill_driver", kill_at, "--", *args]
-    else:
-        command = [sys.executable, str(REPO / "pipelines" / "klaviyo_pipeline.py"), *args]
-    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command(args, kill_at), env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(

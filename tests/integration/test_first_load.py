@@ -45,7 +45,7 @@ KILLED_PLAIN_RUN = """
 import sys
 import dlt
 from klaviyo_source import klaviyo_source
-from tests.integration.kill_driver import die_inside_job
+from tests.integration.cli_driver import die_inside_job
 
 database, workdir, dataset, api_key, base_url = sys.argv[1:]
 die_inside_job("events")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,7 +18,8 @@ from klaviyo_source.housekeeping import folder_size
 from klaviyo_source.locks import FileLock
 from klaviyo_source.sandbox import Sandbox
 from klaviyo_source.scheduling import KEEP_PACKAGES
-from tests.integration.conftest import SIZES, Loader, assert_matches_ground_truth, duckdb_loader
+from tests.integration.cli_driver import command
+from tests.integration.conftest import SIZES, Loader, assert_matches_ground_truth, drop_dataset, duckdb_loader
 from tests.integration.test_faults import change_the_account
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,12 +58,8 @@ def start_cli(loader: Loader, *extra: str, name: str | None = None, kill_at: str
         args += ["--destination", "postgres"]
     else:
         args += ["--duckdb-file", str(loader.workdir / "klaviyo.duckdb")]
-    if kill_at:
-        command = [sys.executable, "-m", "tests.integration.kill_driver", kill_at, "--", *args]
-    else:
-        command = [sys.executable, str(REPO / "pipelines" / "klaviyo_pipeline.py"), *args]
-    return subprocess.Popen(command, env=environment, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(command(args, kill_at), env=environment, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
@@ -83,12 +79,6 @@ def assert_locked_out(status: int, stderr: str) -> None:
     assert lines[-1].startswith("error: another run holds the lock on ") and "Traceback" not in stderr, stderr
     assert all("took over the lock" in line for line in lines[:-1]), stderr
     assert " pid " in lines[-1] and " since " in lines[-1] and "did nothing" in lines[-1]
-
-
-def drop_dataset(loader: Loader) -> None:
-    if isinstance(loader.destination, dlt.destinations.postgres):
-        with loader.pipeline().sql_client() as client:
-            client.drop_dataset()
 
 
 def test_a_run_that_finds_the_lock_held_exits_75_or_waits_for_it(process_sandbox: Sandbox, tmp_path: Path) -> None:

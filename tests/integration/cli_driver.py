@@ -1,8 +1,10 @@
-"""Runs the pipeline CLI in this process and kills the process with SIGKILL at a chosen moment.
+"""Runs the pipeline CLI in this process, as a scheduler starts it, with Klaviyo's report pace lifted
+(tests/report_pace.py); given a moment, kills the process with SIGKILL then.
 
-    python -m tests.integration.kill_driver extract:12 -- --pipeline-name ... (CLI arguments)
-    python -m tests.integration.kill_driver load:3 -- ...
-    python -m tests.integration.kill_driver load:events -- ...
+    python -m tests.integration.cli_driver -- --pipeline-name ... (CLI arguments)
+    python -m tests.integration.cli_driver extract:12 -- ...
+    python -m tests.integration.cli_driver load:3 -- ...
+    python -m tests.integration.cli_driver load:events -- ...
 
 `extract:N` dies when the N-th Klaviyo page has arrived (pages still being read, nothing committed);
 `load:N` dies when the N-th load job has finished (some tables loaded, the package half done);
@@ -25,7 +27,9 @@ from dlt.common.destination.client import RunnableLoadJob
 
 from klaviyo_source import client as client_module
 from klaviyo_source.client import KlaviyoClient, RetryPolicy
+from klaviyo_source.rate_limit import GovernorRegistry
 from pipelines.klaviyo_pipeline import main
+from tests.report_pace import lifted
 
 
 def die_on_call(owner: type, name: str, calls: int) -> None:
@@ -64,9 +68,12 @@ def die_inside_job(table: str) -> None:
     RunnableLoadJob.run_managed = run_managed  # type: ignore[method-assign]
 
 
-if __name__ == "__main__":
-    moment, separator, *cli = sys.argv[1:]
-    assert separator == "--", __doc__
+def command(cli_args: list[str], kill_at: str | None = None) -> list[str]:
+    """The command line that runs the CLI with `cli_args` through this driver."""
+    return [sys.executable, "-m", "tests.integration.cli_driver", *([kill_at] if kill_at else []), "--", *cli_args]
+
+
+def prepare(moment: str) -> None:
     step, at = moment.split(":")
     if step == "retries":
         client_module.DEFAULT_RETRY = RetryPolicy(attempts=4, base=0.01, cap=0.05)
@@ -76,4 +83,11 @@ if __name__ == "__main__":
         die_on_call(RunnableLoadJob, "run_managed", int(at))
     else:
         die_inside_job(at)
-    sys.exit(main(cli))
+
+
+if __name__ == "__main__":
+    separator = sys.argv.index("--")
+    GovernorRegistry.get = lifted(GovernorRegistry.get)  # type: ignore[method-assign]
+    for moment in sys.argv[1:separator]:
+        prepare(moment)
+    sys.exit(main(sys.argv[separator + 1:]))
