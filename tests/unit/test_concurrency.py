@@ -80,20 +80,29 @@ def test_disabled_young_collections_stay_disabled() -> None:
 
 
 class Pace:
-    """A target the test moves, and a record of how many steps ran at once."""
+    """A target the test moves, and a record of how many steps ran at once.
+
+    Each step holds until the test's expected peak has been seen (5 s at most), then a little longer: the peak
+    then depends on what the pool admits, not on how fast a loaded machine starts threads (a fixed sleep
+    missed the peak on a busy CI machine). A pool admitting more than expected still shows it."""
 
     def __init__(self, target: int) -> None:
-        self.target = target
-        self.lock = threading.Lock()
+        self.target = self.expect = target
+        self.changed = threading.Condition()
         self.running = self.most = 0
 
     def step(self) -> None:
-        with self.lock:
+        with self.changed:
             self.running += 1
             self.most = max(self.most, self.running)
-        time.sleep(0.03)  # long enough for every thread the slots allow to be started meanwhile
-        with self.lock:
+            self.changed.notify_all()
+            self.changed.wait_for(lambda: self.most >= self.expect, timeout=5)
+        time.sleep(0.03)  # time for a thread admitted beyond the expected peak to show up
+        with self.changed:
             self.running -= 1
+
+    def expecting(self, peak: int) -> None:
+        self.most, self.expect = 0, peak
 
 
 def test_steps_in_progress_follow_the_target_and_the_memory_budget() -> None:
@@ -107,11 +116,12 @@ def test_steps_in_progress_follow_the_target_and_the_memory_budget() -> None:
 
     assert len(list(TaskPool[int](20, slots).results([chain] * 12))) == 60
     assert pace.most == 3
-    pace.most, pace.target = 0, 50  # the budget holds ten answers of 1,000 bytes
+    pace.target = 50
+    pace.expecting(10)  # the budget holds ten answers of 1,000 bytes
     assert len(list(TaskPool[int](20, slots).results([chain] * 12))) == 60
     assert pace.most == 10
     capped = Slots(lambda: pace.target, lambda: 1000.0, Budget(total=10_000), cap=2)  # the user's cap
-    pace.most = 0
+    pace.expecting(2)
     assert len(list(TaskPool[int](20, capped).results([chain] * 4))) == 20
     assert pace.most == 2
 
