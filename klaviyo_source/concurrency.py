@@ -141,6 +141,7 @@ class Slots:
         self.budget = budget
         self.cap = cap
         self.busy = 0
+        self.queued = 0  # threads waiting for a slot: they take the next ones, before any new work is split off
         self.stalled = 0  # steps whose page waits for the consumer to take it
         self.peak = 0  # most steps in progress at once, for progress reports and benchmarks
 
@@ -151,8 +152,9 @@ class Slots:
         return max(1, min(target, int(self.budget.total // max(self._page_bytes(), 1.0))))
 
     def free(self) -> int:
+        """Slots neither taken nor promised to a thread waiting for one."""
         with self.budget.cond:
-            return 0 if self._backlogged() else self.limit() - self.busy
+            return 0 if self._backlogged() else self.limit() - self.busy - self.queued
 
     def _backlogged(self) -> bool:
         """Our side is the bottleneck: pages are in hand that the CPU or the consumer has not got to yet."""
@@ -162,16 +164,27 @@ class Slots:
         """Waits for a slot; the bytes it reserved, or None when `stop` was set meanwhile."""
         size = int(self._page_bytes())
         cond = self.budget.cond
+        queued = False
         with cond:
-            while not stop.is_set():
-                fits = self.budget.held + size <= self.budget.total or self.busy == 0
-                if fits and self.busy < self.limit() and not self._backlogged():
-                    self.busy += 1
-                    self.budget.held += size
-                    self.peak = max(self.peak, self.busy)
-                    return size
-                # the target also moves with time (a new minute's budget), not only on release
-                cond.wait(0.1)
+            try:
+                while not stop.is_set():
+                    fits = self.budget.held + size <= self.budget.total or self.busy == 0
+                    # a thread that just released its slot queues behind those already waiting (another
+                    # parent's first windows) instead of taking the slot back at once
+                    turn = queued or self.queued == 0
+                    if fits and turn and self.busy < self.limit() and not self._backlogged():
+                        self.busy += 1
+                        self.budget.held += size
+                        self.peak = max(self.peak, self.busy)
+                        return size
+                    if not queued:
+                        self.queued += 1
+                        queued = True
+                    # the target also moves with time (a new minute's budget), not only on release
+                    cond.wait(0.1)
+            finally:
+                if queued:
+                    self.queued -= 1
         return None
 
     def release(self, size: int) -> None:
@@ -207,6 +220,7 @@ class TaskPool(Generic[T]):
         self._spawned = 0  # ever started
         self._alive: set[threading.Thread] = set()
         self._holding = 0  # threads inside a step (holding a slot)
+        self._acquiring = 0  # threads asking for a slot (counted in the slots' `queued` once they wait)
         self._cond = threading.Condition()
         self._out: queue.Queue[object] = queue.Queue(maxsize=buffered)
         self._stop = threading.Event()
@@ -276,12 +290,14 @@ class TaskPool(Generic[T]):
             with self._cond:
                 if self._threads >= self.workers:
                     return
-                ready = self._threads - self._holding  # started, about to ask for a slot
+                ready = self._threads - self._holding - self._acquiring  # started, about to ask for a slot
                 pending = bool(self._pending)
                 if not pending and self._threads == 0 and self._steal is None:
                     return
-                first = self._threads == 0 and pending  # someone must run, whatever the slots say
-            if not first:
+                # A planned task gets its thread at once, to queue for a slot (see Slots.acquire): a pool that
+                # started threads only as slots came free lost every slot to the chains of pools started before.
+                planned = len(self._pending) > ready
+            if not planned:
                 free = self.slots.free() if self.slots is not None else self.workers - ready
                 if free <= ready:
                     return
@@ -316,7 +332,7 @@ class TaskPool(Generic[T]):
             while not self._stop.is_set():
                 with self._cond:
                     task = self._pending.popleft() if self._pending else None
-                    others_ready = self._threads - self._holding - 1
+                    others_ready = self._threads - self._holding - self._acquiring - 1
                 if task is None:
                     # this thread's slot is free now: take the rest of a large window, unless others will
                     if self._steal is None or (self.slots is not None and self.slots.free() <= others_ready):
@@ -338,11 +354,21 @@ class TaskPool(Generic[T]):
     def _run(self, task: Task[T]) -> None:
         items = iter(task(self))
         while not self._stop.is_set():
-            size = self.slots.acquire(self._stop) if self.slots is not None else 0
+            with self._cond:
+                self._acquiring += 1
+            try:
+                size = self.slots.acquire(self._stop) if self.slots is not None else 0
+            finally:
+                with self._cond:
+                    self._acquiring -= 1
             if size is None:
                 return
             with self._cond:
                 self._holding += 1
+            # Another thread queues for the next free slot: otherwise a pool whose threads all wait here grows
+            # only when one of its own steps ends, one round trip later, while other pools of the endpoint
+            # (the members of the parents listed before) take every slot that frees meanwhile.
+            self._grow()
             try:
                 try:
                     item = next(items)

@@ -89,6 +89,8 @@ class Endpoint:
         edge is sent one second early and the edge rows are filtered here.
     overlap: how far each run re-reads behind its saved cursor (late or skewed writes).
     parent: the table whose rows fill `{id}` (or `parent_filter`); parent_key names their column here.
+    parent_since: the parent's attribute before which its children's cursors are not expected (a list's
+        or segment's `created`): a first load plans each parent's windows from there (windows.plan).
     partitions: one query (and one cursor) per value of `partition_filter`, e.g. campaign channels;
         `partition_column` names the column that carries the value in the rows (a campaign's channel).
     included: JSON:API `included` resource type -> table it is loaded into (with its parent's id).
@@ -110,6 +112,7 @@ class Endpoint:
     parent: str | None = None
     parent_key: str | None = None
     parent_filter: str | None = None
+    parent_since: str | None = None
     partition_filter: str | None = None
     partitions: tuple[str, ...] = ()
     partition_column: str | None = None
@@ -160,13 +163,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "list_members", "/lists/{id}/profiles", ("lists:read", "profiles:read"), L, 100, Mode.WINDOW,
         primary_key=("list_id", "profile_id"), cursor="joined_group_at", parent="lists",
-        parent_key="list_id", params={"fields[profile]": "joined_group_at"}, membership=True,
+        parent_key="list_id", parent_since="created", params={"fields[profile]": "joined_group_at"}, membership=True,
     ),
     Endpoint(
         "segment_members", "/segments/{id}/profiles", ("segments:read", "profiles:read"), L, 100,
         Mode.WINDOW, primary_key=("segment_id", "profile_id"), cursor="joined_group_at",
-        parent="segments", parent_key="segment_id", params={"fields[profile]": "joined_group_at"},
-        membership=True,
+        parent="segments", parent_key="segment_id", parent_since="created",
+        params={"fields[profile]": "joined_group_at"}, membership=True,
     ),
     Endpoint(
         "campaigns", "/campaigns", ("campaigns:read",), M, 100, Mode.WINDOW, cursor="updated_at",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -80,6 +80,7 @@ class Partition:
     filter: str | None = None
     parent_id: str | None = None
     columns: dict[str, str] | None = None
+    since: datetime | None = None  # where its data is expected to begin (Endpoint.parent_since)
 
 
 @dataclass
@@ -178,8 +179,9 @@ class EndpointReader:
 
     # --- what to read -------------------------------------------------------------------------------
 
-    def read(self, parent_ids: Iterable[str] = ()) -> Iterator[Any]:
-        """Every item of this endpoint for this run (for children: below the given parents).
+    def read(self, parent_ids: Iterable[str] = (), since: Mapping[str, datetime] | None = None) -> Iterator[Any]:
+        """Every item of this endpoint for this run (for children: below the given parents; `since`: a
+        parent's `Endpoint.parent_since`, by id).
 
         A failure that ends this table cancels the whole run (the client's cancel signal), so the other
         tables stop at once instead of finishing their retries after the run is already lost. (A report
@@ -191,7 +193,7 @@ class EndpointReader:
             if self.ep.mode is Mode.REPORT:
                 yield from self._reports(stats)
             else:
-                yield from self._collection(parent_ids, stats)
+                yield from self._collection(parent_ids, since or {}, stats)
         except RunCancelled:
             raise
         except Exception as exc:
@@ -227,8 +229,8 @@ class EndpointReader:
             stats.add_reread(self.ep.table, {"column": column, "from": frame.start.isoformat(),
                                              "to": frame.end.isoformat(), "where": metric})
 
-    def _collection(self, parent_ids: Iterable[str], stats: RunStats) -> Iterator[Any]:
-        partitions = self._partitions(list(parent_ids))
+    def _collection(self, parent_ids: Iterable[str], since: Mapping[str, datetime], stats: RunStats) -> Iterator[Any]:
+        partitions = self._partitions(list(parent_ids), since)
         if not partitions:
             return
         cursors: dict[str, str] = dlt.current.resource_state().setdefault("cursors", {})
@@ -246,7 +248,7 @@ class EndpointReader:
                     continue
                 self._note_reread(stats, window, saved, part)
                 parts = share if saved is None or self.ctx.stateless else 1
-                for span in spans.add(plan(window, parts), part):
+                for span in spans.add(plan(window, parts, since=part.since), part):
                     tasks.append(self._span_task(spans, span))
             else:
                 tasks.append(self._chain_task(part))
@@ -287,13 +289,13 @@ class EndpointReader:
             return mark_appended(self.ep.table)
         return None
 
-    def _partitions(self, parent_ids: list[str]) -> list[Partition]:
+    def _partitions(self, parent_ids: list[str], since: Mapping[str, datetime]) -> list[Partition]:
         """The independent queries of this run."""
         ep = self.ep
         if ep.parent:
             return [
                 Partition(pid, ep.parent_filter.format(pid) if ep.parent_filter else None, pid,
-                          {ep.parent_key: pid} if ep.parent_key else None)
+                          {ep.parent_key: pid} if ep.parent_key else None, since.get(pid))
                 for pid in parent_ids
             ]
         if ep.partitions:
@@ -558,6 +560,14 @@ def _parent_ids(items: Any) -> list[str]:
     return [row["id"] for row in items if row.get("id") is not None]
 
 
+def _parent_since(items: Any, column: str | None) -> dict[str, datetime]:
+    """Parent id -> its `column` (Endpoint.parent_since), where the parents' page has it."""
+    if column is None or not isinstance(items, pa.Table) or column not in items.column_names:
+        return {}
+    pairs = zip(items.column("id").to_pylist(), items.column(column).to_pylist(), strict=True)
+    return {str(pid): parse_instant(value) for pid, value in pairs if pid is not None and value is not None}
+
+
 def _with_load_marker(columns: dict[str, Any]) -> dict[str, Any]:
     """dlt adds `_dlt_load_id` to Arrow tables too (the source turns on add_dlt_load_id); declared nullable,
     so that a table loaded before it existed can take the new column."""
@@ -614,7 +624,7 @@ def build_resources(ctx: RunContext, tables: Iterable[str]) -> list[DltResource]
             resource = dlt.resource(root, parallelized=True, **hints)
         else:
             def child(items: Any, reader: EndpointReader = reader) -> Iterator[Any]:
-                yield from reader.read(_parent_ids(items))
+                yield from reader.read(_parent_ids(items), _parent_since(items, reader.ep.parent_since))
 
             resource = dlt.transformer(child, data_from=made[endpoint.parent], parallelized=True, **hints)
         for table in endpoint.included.values():

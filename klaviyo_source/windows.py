@@ -81,10 +81,18 @@ class Window:
                 yield Window(a, b)
 
 
-def plan(window: Window, parts: int, horizon: timedelta = HORIZON) -> list[Window]:
-    """`window` in up to `parts` windows to read at once, split evenly on whole seconds."""
+def plan(window: Window, parts: int, horizon: timedelta = HORIZON, since: datetime | None = None) -> list[Window]:
+    """`window` in up to `parts` windows to read at once, split evenly on whole seconds.
+
+    `since`: where the data is expected to begin (a segment's members joined after it was created): the
+    windows divide [since, hi) and the first one stays open below, so whatever lies before `since` is read
+    all the same, exactly once.
+    """
     if parts <= 1:
         return [window]
+    if since is not None and since < window.hi - parts * SECOND and (window.lo is None or since > window.lo):
+        first, *rest = Window(since, window.hi).split(parts)
+        return [Window(window.lo, first.hi), *rest]
     if window.lo is None:
         edge = window.hi - horizon
         return [Window(None, edge), *Window(edge, window.hi).split(parts - 1)]
@@ -97,6 +105,11 @@ def plan(window: Window, parts: int, horizon: timedelta = HORIZON) -> list[Windo
 # per piece too many.
 SPECULATIVE_PIECES = 8
 BURST = 3.0  # a page this many times denser than the average so far is a burst
+# A span is split when more than this many pages lie ahead of it. Split in halves, 1.5 pages cost two requests
+# side by side instead of two one after the other (a full page, then the rest): the same requests, one round
+# trip less. (Two pages, as before, left chains of members reading their last pages one round trip at a time:
+# where the data grows denser towards the end, a page's density underestimates what follows it.)
+STEAL_PAGES = 1.0
 
 
 @dataclass(eq=False)
@@ -118,7 +131,7 @@ class Plan:
     An idle chain takes work from the span with the most rows ahead. A span that has read a full page knows
     the density where it reads now, so what follows is cut into page-sized pieces at that density (a burst
     is read by several chains at once); a span nothing is known of is estimated at the average density
-    seen so far and cut in halves. Either way every cut leaves each side at least a second and a page.
+    seen so far and cut in halves. Either way every cut leaves each side at least a second.
     """
 
     page_size: int
@@ -157,18 +170,18 @@ class Plan:
             self._open.discard(span)
 
     def steal(self) -> Span | None:
-        """A piece of the open span with the most rows ahead (at least two pages), or None."""
+        """A piece of the open span with the most rows ahead (more than STEAL_PAGES pages), or None."""
         with self._lock:
             average = self._rows / self._covered if self._covered else None
             best: Span | None = None
-            most = 2.0 * self.page_size
+            most = STEAL_PAGES * self.page_size
             for span in self._open:
                 start = span.at or span.lo
                 density = span.density if span.pieces else average
                 if start is None or not density or span.hi - start < 2 * SECOND:
                     continue
                 ahead = density * (span.hi - start).total_seconds()
-                if ahead >= most:
+                if ahead > most:
                     best, most = span, ahead
             if best is None:
                 return None

@@ -181,10 +181,14 @@ def test_the_first_cause_is_kept() -> None:
 
 def test_batches_hand_over_everything_ready_at_once_and_each_item_once() -> None:
     finished = threading.Semaphore(0)
+    taken = threading.Event()  # the consumer has its first batch: the other items come after it
 
     def task(n: int):
         def run(pool: TaskPool[int]) -> Iterator[int]:
-            yield from range(n * 10, n * 10 + 10)
+            if n == 0:
+                yield 0
+            assert taken.wait(timeout=30)
+            yield from range(n * 10 + (n == 0), n * 10 + 10)
             finished.release()  # runs once the last item is handed over
 
         return run
@@ -192,9 +196,11 @@ def test_batches_hand_over_everything_ready_at_once_and_each_item_once() -> None
     pool: TaskPool[int] = TaskPool(4, buffered=100)
     batches = pool.batches([task(n) for n in range(4)])
     first = next(batches)
+    taken.set()
     for _ in range(4):
         assert finished.acquire(timeout=30)
     rest = list(batches)
+    assert first == [0]
     assert len(rest) == 1  # all that was ready, in one piece
     assert sorted(first + rest[0]) == list(range(40))
 

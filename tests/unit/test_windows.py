@@ -61,6 +61,24 @@ def test_a_first_load_is_planned_evenly_and_all_history_splits_the_last_year() -
     assert plan(Window(None, hi), 1) == [Window(None, hi)]
 
 
+def test_a_parents_windows_are_planned_from_where_its_data_begins_and_still_cover_everything() -> None:
+    hi = datetime(2025, 1, 1, tzinfo=UTC)
+    created = hi - timedelta(days=10)  # a segment's members joined after it was created, as far as we know
+    for window in (Window(None, hi), Window(hi - timedelta(days=400), hi)):
+        windows = plan(window, 5, since=created)
+        assert windows[0].lo == window.lo  # open below: a member that joined earlier is read all the same
+        assert [w.hi for w in windows] == [created + timedelta(days=2 * i) for i in range(1, 6)]
+        assert all(a.hi == b.lo for a, b in pairwise(windows))
+        instant = hi - timedelta(days=400)
+        while instant < hi:  # every instant in exactly one window
+            assert sum(w.contains(instant) for w in windows) == 1
+            instant += timedelta(hours=5, seconds=1)
+    # a start after the parent's creation, or a parent created a moment ago: planned as without it
+    later = Window(hi - timedelta(days=5), hi)
+    assert plan(later, 5, since=created) == plan(later, 5)
+    assert plan(Window(None, hi), 5, since=hi - timedelta(seconds=3)) == plan(Window(None, hi), 5)
+
+
 def test_an_idle_chain_takes_half_of_the_window_with_most_rows_ahead() -> None:
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
     hour = timedelta(hours=1)
@@ -93,11 +111,17 @@ def test_a_burst_is_split_where_it_is_reached_not_by_the_average_before_it() -> 
     assert taken is not None and taken.lo == burst + timedelta(minutes=2)  # the owner keeps one page's worth
 
 
-def test_nothing_is_split_below_two_pages_ahead_nor_after_the_last_page() -> None:
+def test_nothing_is_split_at_one_page_ahead_nor_after_the_last_page() -> None:
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
     spans = Plan(page_size=100)
+    (c,) = spans.add([Window(t0, t0 + timedelta(hours=2, minutes=30))])
+    spans.read(c, t0, t0 + timedelta(hours=1), 100, 100)  # 150 ahead: two requests side by side, not in a row
+    taken = spans.steal()
+    assert taken is not None and taken.key == c.key
+    spans.close(c)
+    spans.close(taken)
     a, b = spans.add([Window(t0, t0 + timedelta(hours=3)), Window(t0 + timedelta(hours=3), t0 + timedelta(hours=9))])
-    spans.read(a, t0, t0 + timedelta(hours=1), 100, 100)  # 200 ahead: two pages, the least worth a split
+    spans.read(a, t0, t0 + timedelta(hours=1), 100, 100)  # 200 ahead
     spans.read(b, t0 + timedelta(hours=3), t0 + timedelta(hours=4), 60)  # its last page: b has ended
     taken = spans.steal()
     assert taken is not None and taken.key == a.key
