@@ -296,7 +296,9 @@ class TaskPool(Generic[T]):
                     return
                 # A planned task gets its thread at once, to queue for a slot (see Slots.acquire): a pool that
                 # started threads only as slots came free lost every slot to the chains of pools started before.
-                planned = len(self._pending) > ready
+                # No more threads queue than the endpoint has slots, but every pool has one.
+                planned = len(self._pending) > ready and (
+                    self._threads == 0 or self.slots is None or self.slots.queued < self.slots.limit())
             if not planned:
                 free = self.slots.free() if self.slots is not None else self.workers - ready
                 if free <= ready:

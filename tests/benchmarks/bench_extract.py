@@ -11,7 +11,9 @@ The lower bound of a table at a latency is max(its CPU path, its rate-limit boun
 - rate-limit bound: the time Klaviyo's fixed windows (1 s burst, 60 s steady, aligned to the clock) need to
   admit the *fewest* pages the rows can come in (rows / page size, per list for members), starting at the
   clock phase the run started at, plus one latency for the last answer. Extra requests (windows that end in
-  a partly filled page) count against us, not in the bound.
+  a partly filled page) count against us, not in the bound. Members wait for the first page of their parents
+  (a segment's id comes from /segments): their bound starts one latency later. The ratio to the bound
+  without that wait is printed too ("alone").
 
 Modes:
 
@@ -104,6 +106,7 @@ class Run:
     minute_counts: list[int] = field(default_factory=list)  # requests per full clock minute after the first
     server_cpu: float = 0.0  # the sandbox's CPU seconds during the run: on 2 cores it competes with ours
     bound: float = 0.0
+    bound_alone: float = 0.0  # children: the bound as if their parents' ids were known before the run
 
 
 # --- the lower bound --------------------------------------------------------------------------------
@@ -144,9 +147,12 @@ def fewest_pages(scenario: Scenario, rows: int) -> int:
     return math.ceil(rows / size)
 
 
-def bound_of(run: Run, scenario: Scenario, cpu_wall: float, latency: float) -> float:
-    tier = BY_TABLE[scenario.table].tier
-    return max(cpu_wall, rate_bound(fewest_pages(scenario, run.rows), tier, run.started, latency))
+def bound_of(run: Run, scenario: Scenario, cpu_wall: float, latency: float, parent_page: bool = True) -> float:
+    """With `parent_page`, a child's pages wait for the first page of its parents (one latency)."""
+    endpoint = BY_TABLE[scenario.table]
+    wait = run.latency if endpoint.parent and parent_page else 0.0
+    pages = fewest_pages(scenario, run.rows)
+    return max(cpu_wall, wait + rate_bound(pages, endpoint.tier, run.started + wait, latency))
 
 
 # --- running one pipeline ---------------------------------------------------------------------------
@@ -319,7 +325,9 @@ def sweep(
                 for variant, concurrency in variants:
                     workdir = base / f"{name}-{variant}-{latency}"
                     run = run_child(sandbox, Run(name, variant, latency, concurrency), scenario, workdir, args)
-                    run.bound = bound_of(run, scenario, cpu.wall, latency + LATENCY_PER_MB * page_mb(name))
+                    answer = latency + LATENCY_PER_MB * page_mb(name)
+                    run.bound = bound_of(run, scenario, cpu.wall, answer)
+                    run.bound_alone = bound_of(run, scenario, cpu.wall, answer, parent_page=False)
                     results.append(run)
                     print(row(run), flush=True)
     return results
@@ -365,6 +373,7 @@ def row(run: Run) -> str:
         f"{run.scenario:<9} {run.variant:<7} {latency:>7} {run.rows:>8,} {run.wall:>7.1f} {run.bound:>7.1f} {ratio} "
         f"{run.requests:>8,} {run.throttled:>4} {f'{run.inflight_peak}/{run.inflight_mean:.0f}':>19} "
         f"{run.rss_mb:>6.0f}  {steps:<24} {run.minute_counts or ''}"
+        + (f"  alone {run.wall / run.bound_alone:.2f}" if run.bound_alone and run.bound_alone != run.bound else "")
     )
 
 
