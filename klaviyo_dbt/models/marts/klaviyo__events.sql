@@ -6,8 +6,8 @@
       session  no native attribution: the last eligible touch (klaviyo__eligible_attribution_events) of the
                person within its channel's lookback (klaviyo__<channel>_attribution_lookback hours) before it
       null     organic
-    send_at: when the message credited was sent to this person: a campaign's send time, or for a flow message
-    the person's latest receipt of it (received, bounced, failed) at or before the touch, within
+    send_at: when the message credited was sent to this person: a campaign's send time (when the event is not
+    earlier), or for a flow message the person's latest receipt of it (received, bounced, failed) at or before the touch, within
     klaviyo__send_window_days (else the touch itself). Klaviyo's reports count a message's opens, clicks and
     conversions on the day of this send.
 
@@ -119,7 +119,11 @@ resolved as (
                       when lower(mt.metric_name) like '%push%' then 'push' else 'email' end) as own_channel,
         e.property_message_id is not null and {{ klaviyo.in_names('mt.metric_name', eligible) }} as is_touch,
         e.property_message_id is not null and {{ klaviyo.in_names('mt.metric_name', sends) }} as is_send,
-        case when m.message_type = 'campaign' then m.send_time end as campaign_send_at
+        -- an event cannot precede its campaign's send: where it does, the send time on record is not when this
+        -- person's message went out (a campaign sent in recipients' local time, or sent again), which then
+        -- dates it like a flow message's
+        case when m.message_type = 'campaign' and m.send_time <= e.occurred_at then m.send_time end
+            as campaign_send_at
     from events as e
     left join {{ ref('stg_klaviyo__metrics') }} as mt on mt.metric_id = e.metric_id
     left join messages as m on m.message_id = e.property_message_id
