@@ -13,33 +13,52 @@
     {{ return(names) }}
 {%- endmacro %}
 
-{#- The sums and unique people of every pivot column over rows of klaviyo__person_campaign_flow. -#}
-{% macro rollup_columns() -%}
-    {%- for c in klaviyo.count_columns() %}
-    coalesce(sum({{ c }}), 0) as {{ c }},
-    count(distinct case when {{ c }} > 0 then person_id end) as unique_{{ c }},
-    {%- endfor %}
-    {%- for c in klaviyo.revenue_columns() %}
-    coalesce(sum({{ c }}), 0) as {{ c }},
-    {%- endfor %}
-{%- endmacro %}
-
 {#- One row per campaign or flow (`owner`; deleted ones left out) with its descriptive `columns`: what it
     earned (the order metric's attributed conversions) and, per metric of the pivot lists, events and unique
     people credited to it. -#}
 {% macro owner_rollup(owner, columns) -%}
-with credited as (
+with people as (
+    -- each person's sums per campaign or flow (over its variations), so that people with a metric are counted
+    -- with plain counts, not a distinct count per metric
     select
         {{ owner }}_id,
-        count(distinct person_id) as total_count_unique_people,
-        count(distinct variation_id) as variation_count,
+        person_id,
         min(first_event_at) as first_event_at,
         max(last_event_at) as last_event_at,
-        {{- klaviyo.rollup_columns() }}
+        {%- for c in klaviyo.count_columns() + klaviyo.revenue_columns() %}
+        sum({{ c }}) as {{ c }},
+        {%- endfor %}
         sum(count_events) as count_events
     from {{ ref('klaviyo__person_campaign_flow') }}
     where {{ owner }}_id is not null
+    group by {{ owner }}_id, person_id
+),
+
+variations as (
+    select {{ owner }}_id, count(distinct variation_id) as variation_count
+    from {{ ref('klaviyo__person_campaign_flow') }}
+    where {{ owner }}_id is not null
     group by {{ owner }}_id
+),
+
+credited as (
+    select
+        p.{{ owner }}_id,
+        count(p.person_id) as total_count_unique_people,
+        max(v.variation_count) as variation_count,
+        min(p.first_event_at) as first_event_at,
+        max(p.last_event_at) as last_event_at,
+        {%- for c in klaviyo.count_columns() %}
+        coalesce(sum(p.{{ c }}), 0) as {{ c }},
+        count(case when p.{{ c }} > 0 then p.person_id end) as unique_{{ c }},
+        {%- endfor %}
+        {%- for c in klaviyo.revenue_columns() %}
+        coalesce(sum(p.{{ c }}), 0) as {{ c }},
+        {%- endfor %}
+        sum(p.count_events) as count_events
+    from people as p
+    join variations as v on v.{{ owner }}_id = p.{{ owner }}_id
+    group by p.{{ owner }}_id
 ),
 
 orders as (

@@ -28,13 +28,23 @@ facts as (
     where message_id is not null
 ),
 
+-- the facts of each report row; a one-day row (the daily series) joins on its day, so that a message's facts are not
+-- joined to each of its days before being filtered
 matched as (
+    {%- for one_day in [true, false] %}
     select r.report_key, r.conversion_metric_id, r.load_id as report_load_id, f.*
     from reports as r
     join facts as f
         on f.message_id = r.message_id
+        {%- if one_day %}
+        and f.send_day = r.first_day
+        {%- else %}
         and f.send_day >= r.first_day and f.send_day < r.end_day
+        {%- endif %}
         and f.occurred_at < r.cutoff
+    where {{ "" if one_day else "not " }}(r.end_day = r.first_day + 1)
+    {{ "union all" if one_day }}
+    {%- endfor %}
 ),
 
 own as (
@@ -74,16 +84,34 @@ ours as (
     from tallied as t
 ),
 
+-- one row per report row and statistic Klaviyo gave (the pairs in one pass: a query per statistic would count
+-- our figures once for each)
 compared as (
-    {%- for statistic, kind in kinds.items() %}
-    select
-        r.report_key, '{{ statistic }}' as statistic, '{{ kind }}' as statistic_kind,
-        r.{{ statistic }} as klaviyo_value, cast(o.{{ statistic }} as double precision) as our_value
-    from reports as r
-    join ours as o on o.report_key = r.report_key
-    where r.{{ statistic }} is not null
-    {{ "union all" if not loop.last }}
-    {%- endfor %}
+    select * from (
+        select
+            r.report_key,
+            s.statistic,
+            s.statistic_kind,
+            case s.statistic
+                {%- for statistic in kinds %}
+                when '{{ statistic }}' then r.{{ statistic }}
+                {%- endfor %}
+            end as klaviyo_value,
+            case s.statistic
+                {%- for statistic in kinds %}
+                when '{{ statistic }}' then cast(o.{{ statistic }} as double precision)
+                {%- endfor %}
+            end as our_value
+        from reports as r
+        join ours as o on o.report_key = r.report_key
+        cross join (
+            values
+            {%- for statistic, kind in kinds.items() %}
+                ('{{ statistic }}', '{{ kind }}'){{ "," if not loop.last }}
+            {%- endfor %}
+        ) as s (statistic, statistic_kind)
+    ) as pairs
+    where klaviyo_value is not null
 ),
 
 judged as (
