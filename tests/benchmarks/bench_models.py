@@ -69,15 +69,16 @@ def child_build(workdir: Path, full_refresh: bool) -> None:
     runs = json.loads((Path(pipeline.working_dir) / "dbt" / "target" / "run_results.json").read_text())
     models = {r["unique_id"].split(".")[-1]: r["execution_time"] for r in runs["results"]
               if r["unique_id"].startswith("model.")}
-    tests = sum(r["execution_time"] for r in runs["results"] if r["unique_id"].startswith("test."))
+    tests = {r["unique_id"].split(".")[2]: r["execution_time"] for r in runs["results"]
+             if r["unique_id"].startswith("test.")}
     with pipeline.sql_client() as client:
         rows = client.execute_sql(f"select count(*) from {events}")[0][0]
         # rows written by this build: those it stamped with a newer watermark (a full refresh writes all)
         recomputed = rows if full_refresh else client.execute_sql(
             f"select count(*) from {events} where _processed_through_load_id > %s", before)[0][0]
     print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "models": models, "tests": result.count("pass"), "test_seconds": tests, "events": rows,
-                      "recomputed": recomputed}), flush=True)
+                      "models": models, "tests": result.count("pass"), "test_seconds": sum(tests.values()),
+                      "test_times": tests, "events": rows, "recomputed": recomputed}), flush=True)
 
 
 def run_build(workdir: Path, full_refresh: bool) -> dict[str, Any]:
@@ -129,6 +130,9 @@ def main() -> None:
     print("\nslowest models (seconds): full / incremental")
     for model in sorted(full["models"], key=lambda m: -full["models"][m])[:12]:
         print(f"  {model:<34} {full['models'][model]:6.1f} / {incremental['models'].get(model, 0):6.1f}")
+    print("\nslowest dbt tests (seconds): full / incremental")
+    for test in sorted(full["test_times"], key=lambda t: -full["test_times"][t])[:8]:
+        print(f"  {test[:60]:<60} {full['test_times'][test]:6.1f} / {incremental['test_times'].get(test, 0):6.1f}")
 
 
 if __name__ == "__main__":

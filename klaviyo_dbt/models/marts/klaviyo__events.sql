@@ -7,19 +7,22 @@
                person within its channel's lookback (klaviyo__<channel>_attribution_lookback hours) before it
       null     organic
     send_at: when the message credited was sent to this person: a campaign's send time (when the event is not
-    earlier), or for a flow message the person's latest receipt of it (received, bounced, failed) at or before the touch, within
-    klaviyo__send_window_days (else the touch itself). Klaviyo's reports count a message's opens, clicks and
-    conversions on the day of this send.
+    earlier), or for a flow message the person's latest receipt of it (received, bounced, failed) at or before
+    the touch, within klaviyo__send_window_days (else the touch itself). Klaviyo's reports count a message's
+    opens, clicks and conversions on the day of this send.
 
     Incremental on the load marker: each run recomputes every event of each person with a row loaded (or
     re-read, or newly attributed) since the last completed load it saw, because a late event can change the
-    last touch of that person's later events. Rows of people whose events all vanished are deleted. -#}
+    last touch of that person's later events; so are the people with an event gone (a deleted touch changes it
+    too). Rows of people whose events all vanished are deleted. Each row is stamped with the latest completed
+    load (_processed_through_load_id): the models built from this one recompute the people stamped since. -#}
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key='_person_partition',
     on_schema_change='fail',
-    post_hook="{{ klaviyo.drop_vanished_events() }}",
+    post_hook="{{ klaviyo.drop_vanished('event_id', ref('stg_klaviyo__events'),
+                                        'live.person_partition = ' ~ this ~ '._person_partition') }}",
 ) }}
 
 {%- set fallback = var('klaviyo__attribution_fallback') -%}
@@ -33,7 +36,6 @@
     'email': var('klaviyo__email_attribution_lookback'),
     'sms': var('klaviyo__sms_attribution_lookback'),
     'push': var('klaviyo__push_attribution_lookback')} -%}
-{%- set loads = klaviyo.loaded('_dlt_loads') -%}
 {#- what an event is credited to, column by column: its own message's (own_<column> of the event), Klaviyo's
     attribution's (this expression) or its session touch's (own_<column> of the touch) -#}
 {%- set credited = {
@@ -55,18 +57,10 @@ session_allowed as (
            {%- else %}not exists (select 1 from attributions){% endif %} as allowed
 ),
 
-completed as (
-    {%- if loads.relation is not none %}
-    select max(load_id) as load_id from {{ loads.relation }} where status = 0
-    {%- else %}
-    select cast(null as text) as load_id
-    {%- endif %}
-),
-
 {%- if is_incremental() %}
 
 watermark as (
-    select coalesce(max(_processed_through_load_id), '') as load_id from {{ this }}
+    select {{ klaviyo.watermark() }} as load_id
 ),
 
 -- people to recompute: new or re-read events, new attributions, rows whose metric or message was not
@@ -81,9 +75,17 @@ changed as (
     join {{ ref('stg_klaviyo__events') }} as e on e.event_id = a.event_id
     where coalesce(a.load_id, '~') > (select load_id from watermark)
     union
+    -- people with an event gone (soft-deleted, absent after a loader full refresh, or now another profile's after
+    -- a merge): a deleted touch changes the credit of their later events
+    select t._person_partition from {{ this }} as t
+    where not exists (
+        select 1 from {{ ref('stg_klaviyo__events') }} as live
+        where live.event_id = t.event_id and live.person_partition = t._person_partition
+    )
+    union
     select _person_partition from {{ this }}
     where metric_name is null
-        or (message_id is not null and campaign_id is null and flow_id is null)
+        or (message_id is not null and (channel is null or (campaign_id is null and flow_id is null)))
         or (attribution_source = 'session' and not (select allowed from session_allowed))
 ),
 {%- endif %}
@@ -251,7 +253,7 @@ final as (
         o.person_partition as _person_partition
     from dated as o
     cross join (
-        select coalesce((select load_id from completed), (select max(load_id) from events)) as load_id
+        select coalesce({{ klaviyo.latest_completed_load() }}, (select max(load_id) from events)) as load_id
     ) as through
     left join attributions as a on not o.has_own_message and a.event_id = o.event_id
     left join messages as am on am.message_id = coalesce(a.campaign_message_id, a.flow_message_id)

@@ -1,7 +1,38 @@
 {#- One row per profile (deleted ones left out): who they are, their consent per channel, their orders and
-    revenue (lifetime, attributed to campaigns and flows, organic), RFM scores, and per-metric totals. -#}
+    revenue (lifetime, attributed to campaigns and flows, organic), RFM scores, and per-metric totals.
+
+    Incremental by person (macros/incremental.sql): a run recomputes the people whose klaviyo__person_campaign_flow
+    rows were written since its last build, whose profile was loaded since, or who have no event left; deleted
+    profiles are deleted. RFM scores and days since the last order rank everyone who ordered, so they are set over
+    the whole table after every build (macros/persons.sql). -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='person_id',
+    on_schema_change='fail',
+    post_hook=[
+        "{{ klaviyo.drop_vanished('person_id', ref('stg_klaviyo__profiles'), 'live.deleted_at is null') }}",
+        "{{ klaviyo.score_persons() }}",
+    ],
+) }}
 {%- set order_metric = klaviyo.literal(var('klaviyo__order_metric') | lower) -%}
-with credited as (
+{%- set pcf = ref('klaviyo__person_campaign_flow') -%}
+{%- set only_changed = 'and person_id in (select person_id from changed)' if is_incremental() else '' -%}
+with
+{%- if is_incremental() %}
+changed as (
+    select person_id from {{ pcf }}
+    where coalesce(_processed_through_load_id, '~') > {{ klaviyo.watermark() }}
+    union
+    select person_id from {{ ref('stg_klaviyo__profiles') }}
+    where coalesce(load_id, '~') > {{ klaviyo.watermark() }}
+    union
+    select t.person_id from {{ this }} as t
+    where t.total_count_events > 0 and not exists (select 1 from {{ pcf }} as c where c.person_id = t.person_id)
+),
+{%- endif %}
+
+credited as (
     select
         person_id,
         count(distinct campaign_id) as count_total_campaigns,
@@ -20,8 +51,8 @@ with credited as (
         sum(case when campaign_id is null and flow_id is null then {{ c }} else 0 end) as organic_{{ c }},
         {%- endfor %}
         sum(count_events) as total_count_events
-    from {{ ref('klaviyo__person_campaign_flow') }}
-    where person_id is not null
+    from {{ pcf }}
+    where person_id is not null {{ only_changed }}
     group by person_id
 ),
 
@@ -39,25 +70,8 @@ orders as (
         coalesce(sum(case when attribution_source in ('native', 'session') and flow_id is not null
                           then numeric_value end), 0) as flow_revenue
     from {{ ref('klaviyo__events') }}
-    where person_id is not null and lower(metric_name) = {{ order_metric }}
+    where person_id is not null and lower(metric_name) = {{ order_metric }} {{ only_changed }}
     group by person_id
-),
-
--- recency, frequency, monetary value in quintiles of the people who ordered (5 best); ties share the score of
--- the first of them (when most people ordered once, once is frequency 1)
-rfm as (
-    select
-        person_id,
-        {%- for score, column in [('recency', 'last_order_at'), ('frequency', 'order_count'),
-                                  ('monetary', 'lifetime_revenue')] %}
-        cast(least(5, 1 + floor(5 * percent_rank() over (order by {{ column }}))) as integer) as {{ score }}_score
-            {{- "," if not loop.last }}
-        {%- endfor %}
-    from orders
-),
-
-as_of as (
-    select {{ klaviyo.local_date('max(occurred_at)') }} as day from {{ ref('klaviyo__events') }}
 )
 
 select
@@ -96,11 +110,12 @@ select
     coalesce(o.campaign_revenue, 0) as campaign_revenue,
     coalesce(o.flow_revenue, 0) as flow_revenue,
     case when o.order_count > 0 then o.lifetime_revenue / o.order_count end as average_order_value,
-    (select day from as_of) - {{ klaviyo.local_date('o.last_order_at') }} as days_since_last_order,
-    r.recency_score,
-    r.frequency_score,
-    r.monetary_score,
-    cast(r.recency_score as text) || cast(r.frequency_score as text) || cast(r.monetary_score as text) as rfm_segment,
+    -- set after the build over the whole table (macros/persons.sql)
+    cast(null as integer) as days_since_last_order,
+    cast(null as integer) as recency_score,
+    cast(null as integer) as frequency_score,
+    cast(null as integer) as monetary_score,
+    cast(null as text) as rfm_segment,
     coalesce(m.count_total_campaigns, 0) as count_total_campaigns,
     coalesce(m.count_total_flows, 0) as count_total_flows,
     m.first_event_at,
@@ -116,9 +131,10 @@ select
     coalesce(m.total_{{ c }}, 0) as total_{{ c }},
     coalesce(m.organic_{{ c }}, 0) as organic_{{ c }},
     {%- endfor %}
-    coalesce(m.total_count_events, 0) as total_count_events
+    coalesce(m.total_count_events, 0) as total_count_events,
+    coalesce({{ klaviyo.latest_completed_load() }}, (select max(_processed_through_load_id) from {{ pcf }}))
+        as _processed_through_load_id
 from {{ ref('stg_klaviyo__profiles') }} as p
 left join credited as m on m.person_id = p.person_id
 left join orders as o on o.person_id = p.person_id
-left join rfm as r on r.person_id = p.person_id
-where p.deleted_at is null
+where p.deleted_at is null {{ only_changed | replace('person_id', 'p.person_id', 1) }}

@@ -29,5 +29,6 @@ select
     {{ klaviyo.to_boolean(klaviyo.json_text(subs, ['mobile_push', 'marketing', 'can_receive_push_marketing'])) }}
         as can_receive_push_marketing,
     {{ klaviyo.col(p, 'properties', klaviyo.json_type(), 'p') }} as properties,
-    {{ klaviyo.col(p, 'deleted_at', 'timestamp with time zone', 'p') }} as deleted_at
+    {{ klaviyo.col(p, 'deleted_at', 'timestamp with time zone', 'p') }} as deleted_at,
+    {{ klaviyo.col(p, '_dlt_load_id', 'text', 'p') }} as load_id
 from {{ klaviyo.table_or_empty(p) }} as p
