@@ -127,3 +127,25 @@ def test_person_consent_and_rfm(modelled: Modelled, truth: AccountTruth) -> None
     rfm = {r[0]: tuple(r[6:9]) for r in rows if r[6] is not None}
     assert rfm == truth.rfm()
     assert len(set(rfm.values())) > 10
+
+
+@pytest.mark.parametrize("kind", ["list", "segment"])
+def test_list_and_segment_growth(modelled: Modelled, truth: AccountTruth, kind: str) -> None:
+    added, totals = truth.growth(kind)
+    rows = modelled.query(f"select {kind}_id, day, members_added, members_removed, total_members "
+                          f"from {{m}}.klaviyo__{kind}_growth order by {kind}_id, day")
+    assert {(r[0], r[1]): r[2] for r in rows if r[2]} == added
+    assert not [r for r in rows if r[3]]  # nobody left: the sandbox's members stay until a removal is loaded
+    last = {r[0]: r[4] for r in rows}  # each group's running total on the last day
+    assert last == totals
+    assert sum(totals.values()) > 50
+
+
+def test_order_cohorts(modelled: Modelled, truth: AccountTruth) -> None:
+    expected = truth.cohorts()
+    rows = modelled.query("select cohort_month, order_month, cohort_size, active_customers, orders, revenue "
+                          "from {m}.klaviyo__order_cohorts")
+    found = {(r[0], r[1]): (r[2], r[3], r[4], cents(r[5])) for r in rows if r[4]}
+    assert found == expected
+    assert len({k[0] for k in expected}) > 1 and any(k[0] != k[1] for k in expected)  # cohorts that came back
+

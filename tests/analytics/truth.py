@@ -194,3 +194,38 @@ class AccountTruth:
 
         recency, frequency, monetary = scores(0), scores(1), scores(2)
         return {p: (recency[p], frequency[p], monetary[p]) for p in people}
+
+    # --- lists, segments and cohorts ---------------------------------------------------------------------------
+
+    def growth(self, kind: str) -> tuple[dict[tuple[str, date], int], dict[str, int]]:
+        """list or segment: ((group id, day) -> members who joined that day, group id -> members now), from the
+        simulator's memberships (a member's latest join, as Klaviyo keeps it)."""
+        w = self.store.world
+        added: dict[tuple[str, date], int] = defaultdict(int)
+        totals: dict[str, int] = {}
+        for g, members in enumerate(w.members[kind]):
+            group = w.rows[f"{kind}s"][g].id  # type: ignore[attr-defined]
+            totals[group] = len(members)
+            for joined in members.values():
+                added[(group, self.day(joined))] += 1
+        return dict(added), {g: n for g, n in totals.items() if n}
+
+    def cohorts(self) -> dict[tuple[date, date], tuple[int, int, int, Decimal]]:
+        """(month of first order, order month) -> (cohort size, customers who ordered, orders, revenue), months in
+        the account's timezone, for the months with orders."""
+        ev = self.store.world.events
+        month = {i: self.day(ev.ts[i]).replace(day=1) for i in self.events if self.metric[i] == ORDER}
+        first: dict[str, date] = {}
+        for i, m in month.items():
+            first[self.person[i]] = min(m, first.get(self.person[i], m))
+        size: dict[date, int] = defaultdict(int)
+        for m in first.values():
+            size[m] += 1
+        cells: dict[tuple[date, date], list[Any]] = defaultdict(lambda: [set(), 0, Decimal(0)])
+        for i, m in month.items():
+            cell = cells[(first[self.person[i]], m)]
+            cell[0].add(self.person[i])
+            cell[1] += 1
+            cell[2] += self.value(i)
+        return {k: (size[k[0]], len(people), n, cents(v)) for k, (people, n, v) in cells.items()}
+
