@@ -134,6 +134,51 @@ def klaviyo_source(
         raise ConfigurationError(
             f"start_date {start.isoformat()} is not before {'end_date' if end else 'now'} ({upper.isoformat()})."
         )
+    if events_lookback_hours < 0:
+        raise ConfigurationError(f"events_lookback_hours must not be negative, got {events_lookback_hours}.")
+    tables = _tables(resources)
+    if not event_attributions and resources is not None and "event_attributions" in _names(resources):
+        raise ConfigurationError("resources names event_attributions, which event_attributions=False leaves out.")
+    reports = ReportSettings(reports_conversion_metric, reports_lookback_days, reports_history_days,
+                             reports_daily_share)
+    reports.check()
+    ctx = make_context(
+        api_key, base_url, revision, rate_share, concurrency, skip_forbidden,
+        start=start,
+        until=upper,
+        stateless=end is not None,
+        overlaps={"events": timedelta(hours=events_lookback_hours)},
+        predictive_analytics=predictive_analytics,
+        members_full_refresh=members_full_refresh,
+        strict=strict,
+        reports=reports,
+        without=frozenset(() if event_attributions else ("event_attributions",)),
+    )
+    _settle_pending()
+    return build_resources(ctx, tables)
+
+
+def make_context(
+    api_key: str | None,
+    base_url: str,
+    revision: str,
+    rate_share: float,
+    concurrency: int | None,
+    skip_forbidden: bool,
+    *,
+    until: datetime,
+    start: datetime | None = None,
+    stateless: bool = False,
+    overlaps: dict[str, timedelta] | None = None,
+    predictive_analytics: bool = False,
+    members_full_refresh: bool = False,
+    strict: bool = False,
+    reports: ReportSettings | None = None,
+    without: frozenset[str] = frozenset(),
+) -> RunContext:
+    """What every reader of one run shares (client, governors, bounds), after checking the connection
+    arguments (the key last: a bad argument is reported even without a key); `klaviyo_source` and
+    verification (verify.py) build theirs here."""
     _check_base_url(base_url)
     if not _REVISION.match(revision or ""):
         raise ConfigurationError(f"revision {revision!r} is not a Klaviyo revision like {DEFAULT_REVISION!r}.")
@@ -146,15 +191,7 @@ def klaviyo_source(
         raise ConfigurationError(f"rate_share must be in (0, 1], got {rate_share}.")
     if concurrency is not None and not 1 <= int(concurrency) <= MAX_CHAINS:
         raise ConfigurationError(f"concurrency must be between 1 and {MAX_CHAINS} (or unset), got {concurrency}.")
-    if events_lookback_hours < 0:
-        raise ConfigurationError(f"events_lookback_hours must not be negative, got {events_lookback_hours}.")
-    tables = _tables(resources)
-    if not event_attributions and resources is not None and "event_attributions" in _names(resources):
-        raise ConfigurationError("resources names event_attributions, which event_attributions=False leaves out.")
-    reports = ReportSettings(reports_conversion_metric, reports_lookback_days, reports_history_days,
-                             reports_daily_share)
-    reports.check()
-    _check_key(api_key)  # configuration after arguments: a bad argument is reported even without a key
+    _check_key(api_key)
 
     # dlt adds `_dlt_load_id` to the rows it normalizes, but not to Arrow tables unless this is on: downstream
     # models key on it (which rows did a load add?), so the source turns it on wherever it runs.
@@ -162,15 +199,16 @@ def klaviyo_source(
     assert api_key is not None  # _check_key
     client = KlaviyoClient(api_key, base_url, revision)
     governors = _governors(api_key, base_url, rate_share)
-    ctx = RunContext(
+    reports = reports or ReportSettings()
+    return RunContext(
         client=client,
         governors=governors,
         start=start,
-        until=upper,
-        stateless=end is not None,
+        until=until,
+        stateless=stateless,
         concurrency=None if concurrency is None else int(concurrency),
         budget=Budget(),
-        overlaps={"events": timedelta(hours=events_lookback_hours)},
+        overlaps=overlaps or {},
         predictive_analytics=predictive_analytics,
         skip_forbidden=skip_forbidden,
         members_full_refresh=members_full_refresh,
@@ -178,10 +216,8 @@ def klaviyo_source(
         strict=strict,
         reports=reports,
         account=AccountFacts(client, governors, reports),
-        without=frozenset(() if event_attributions else ("event_attributions",)),
+        without=without,
     )
-    _settle_pending()
-    return build_resources(ctx, tables)
 
 
 def _settle_pending() -> None:
@@ -253,7 +289,7 @@ def _names(resources: Sequence[str]) -> list[str]:
     return list(resources)
 
 
-def _tables(resources: Sequence[str] | None) -> list[str]:
+def _tables(resources: Sequence[str] | str | None) -> list[str]:
     if resources is None:
         return list(TABLES)
     resources = _names(resources)

@@ -236,6 +236,10 @@ class KlaviyoClient:
                 # Following it would send the key to another host.
                 raise KlaviyoAPIError(label, None, f"links.next points to another host ({urlsplit(url).netloc})")
 
+    def post(self, path: str, body: Mapping[str, object], governor: Governor, label: str) -> Document:
+        """One JSON:API POST that reads (metric aggregates): retried and checked like a GET."""
+        return self.get(self.base_url + path, None, governor, label, decode=orjson.loads, body=body).document
+
     def get(
         self,
         url: str,

@@ -9,7 +9,7 @@ source supports, the row says from which revision it exists (`since`), and older
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from enum import Enum
 from typing import Literal
@@ -40,13 +40,15 @@ PAGE_SIZE_SINCE_2026_04 = {"page[size]": "2026-04-15"}  # lists, segments, templ
 
 
 class Mode(str, Enum):
-    """How a table stays current."""
+    """How a table stays current, or what a check reads."""
 
     WINDOW = "window"  # read [cursor - overlap, run start) on a server-side filter + sort, merge on key
     FULL = "full"  # read everything every run, replace the table (deletions disappear)
     CHILDREN = "children"  # read everything below each parent the parent resource yields, merge on key
     REPORT = "report"  # POST a reporting query per planned timeframe (reports.py); each timeframe read
     # replaces the rows of that timeframe (merge on the key; `Report.period` is the merge key)
+    COUNT = "count"  # checks: one GET per parent answers a count (`count_attribute`) of the `counts` table
+    AGGREGATE = "aggregate"  # checks: one POST /metric-aggregates per parent metric and period: events a day
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,24 @@ class Report:
     def period(self) -> tuple[str, ...]:
         """The key columns after the groupings: the conversion metric and the day or the timeframe."""
         return (*(("conversion_metric_id",) if self.conversion else ()), "day" if self.interval else "timeframe_start")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """How to list every id of a table that Klaviyo still holds, so that deletions can be carried over.
+
+    params: query parameters of the sweep (sparse fieldsets: `fields[template]=id` returns ids only).
+    cursor: an immutable attribute the sweep is windowed on (profiles: `created`), so that a large sweep
+        runs as concurrent chains like an incremental read.
+    included: children that come along (`include=...`) in full: their ids are swept and, where their own
+        `updated` differs from the warehouse, their rows are loaded (edits below unchanged parents).
+    marker: the change marker compared for the rows of this table itself (flow messages: `updated`).
+    """
+
+    params: dict[str, str] = field(default_factory=dict)
+    cursor: str | None = None
+    included: dict[str, str] = field(default_factory=dict)
+    marker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +142,9 @@ class Endpoint:
     since: dict[str, str] = field(default_factory=dict)
     immutable: bool = False  # a record never changes once written: a first load appends (first_load.py)
     report: Report | None = None  # Mode.REPORT: what is asked for (POST bodies, timeframes: reports.py)
+    sweep: Sweep | None = None  # how deletions are found (see Sweep); None: not swept
+    counts: str | None = None  # checks: the table whose rows this endpoint counts
+    count_attribute: str | None = None  # COUNT checks: the attribute holding the count
 
     def sends(self, parameter: str, revision: str) -> bool:
         """Whether `parameter` exists at `revision` (a date, maybe with a suffix; dates compare as text)."""
@@ -130,6 +153,26 @@ class Endpoint:
     @property
     def write_disposition(self) -> Literal["merge", "replace"]:
         return "replace" if self.mode is Mode.FULL else "merge"
+
+    @property
+    def deletion_column(self) -> str | None:
+        """The nullable timestamp a soft deletion sets: `removed_at` on memberships, `deleted_at` on merged
+        tables (replaced tables simply lose deleted rows)."""
+        if self.write_disposition != "merge" or self.table in CHECK_TABLES or self.report is not None:
+            return None  # report rows are Klaviyo's figures of a period, replaced when it is read again
+        return "removed_at" if self.membership else "deleted_at"
+
+    def sweep_endpoint(self) -> Endpoint:
+        """This table's sweep as an endpoint row of its own: the same path, read in full, without cursors."""
+        assert self.sweep is not None
+        sweep = self.sweep
+        return replace(
+            self,
+            mode=Mode.WINDOW if sweep.cursor else (Mode.CHILDREN if self.parent else Mode.FULL),
+            cursor=sweep.cursor,
+            params=dict(sweep.params),
+            included=dict(sweep.included),
+        )
 
 
 CAMPAIGN_CHANNELS = ("email", "sms", "mobile_push")
@@ -156,6 +199,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "profiles", "/profiles", ("profiles:read",), L, 100, Mode.WINDOW, cursor="updated",
         strict_lower=True, params={"additional-fields[profile]": "subscriptions"},
+        sweep=Sweep({"fields[profile]": "created"}, cursor="created"),
     ),
     Endpoint("metrics", "/metrics", ("metrics:read",), M, None),
     Endpoint("lists", "/lists", ("lists:read",), L, 10, since=PAGE_SIZE_SINCE_2026_04),
@@ -176,9 +220,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         partition_filter="equals(messages.channel,'{}')", partitions=CAMPAIGN_CHANNELS, partition_column="channel",
         params={"include": "campaign-messages"}, included={"campaign-message": "campaign_messages"},
         since=PAGE_SIZE_SINCE_2026_04,
+        sweep=Sweep({"fields[campaign]": "id", "include": "campaign-messages"},
+                    included={"campaign-message": "campaign_messages"}),
     ),
     Endpoint(
         "flows", "/flows", ("flows:read",), S, 50, Mode.WINDOW, cursor="updated",
+        sweep=Sweep({"fields[flow]": "id", "include": "flow-actions"}, included={"flow-action": "flow_actions"}),
     ),
     Endpoint(
         "flow_actions", "/flows/{id}/flow-actions", ("flows:read",), S, 50, Mode.CHILDREN,
@@ -187,10 +234,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "flow_messages", "/flow-actions/{id}/flow-messages", ("flows:read",), S, 50, Mode.CHILDREN,
         parent="flow_actions", parent_key="flow_action_id",
+        sweep=Sweep(marker="updated"),  # in full below each action: no parent tells of their edits
     ),
     Endpoint(
         "templates", "/templates", ("templates:read",), L, 10, Mode.WINDOW, cursor="updated",
-        since=PAGE_SIZE_SINCE_2026_04,
+        since=PAGE_SIZE_SINCE_2026_04, sweep=Sweep({"fields[template]": "id"}),
     ),
     Endpoint("tags", "/tags", ("tags:read",), S, 50, since=PAGE_SIZE_SINCE_2026_04),
     Endpoint(
@@ -229,6 +277,30 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                       interval="daily", days_per_call=60, paged=False, earliest=date(2023, 6, 1)),
     ),
 )
+
+# Change markers of children that arrive with a sweep of their parents: table -> attribute.
+CHILD_MARKERS: dict[str, str] = {"campaign_messages": "updated_at", "flow_actions": "updated"}
+
+# Checks: what Klaviyo says it holds, to compare with the warehouse (verify.py). The count of a list or a
+# segment moves the detail GET to its own 1/s, 15/m tier; metric aggregates have theirs (3/s, 60/m).
+CHECKS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "event_counts", "/metric-aggregates", ("metrics:read",), S, None, Mode.AGGREGATE,
+        primary_key=("metric_id", "day"), parent="metrics", parent_key="metric_id", counts="events",
+    ),
+    Endpoint(
+        "list_member_counts", "/lists/{id}", ("lists:read",), XS, None, Mode.COUNT, parent="lists",
+        parent_key="list_id", params={"additional-fields[list]": "profile_count", "fields[list]": "profile_count"},
+        counts="list_members", count_attribute="profile_count",
+    ),
+    Endpoint(
+        "segment_member_counts", "/segments/{id}", ("segments:read",), XS, None, Mode.COUNT, parent="segments",
+        parent_key="segment_id",
+        params={"additional-fields[segment]": "profile_count", "fields[segment]": "profile_count"},
+        counts="segment_members", count_attribute="profile_count",
+    ),
+)
+CHECK_TABLES = frozenset(c.table for c in CHECKS)
 
 BY_TABLE: dict[str, Endpoint] = {e.table: e for e in ENDPOINTS}
 # Tables filled from another endpoint's `included` documents (Endpoint.included) -> the table whose reads

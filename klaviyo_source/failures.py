@@ -34,6 +34,7 @@ EXIT_LOADED = 0
 EXIT_FAILED = 1  # the run failed: Klaviyo, the network or the destination; the next run can succeed
 EXIT_USAGE = 2  # bad arguments or configuration: the command fails the same way until they are fixed
 EXIT_SET_ASIDE = 3  # loaded, but records that did not fit their table were set aside (set_aside_records)
+EXIT_DIFFERS = 4  # --verify-only: the warehouse and Klaviyo differ (nothing was loaded)
 EXIT_LOCKED = 75  # EX_TEMPFAIL (sysexits.h): another run is busy; try again later
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import dlt
 import pyarrow as pa
@@ -26,12 +27,12 @@ from dlt.extract.resource import DltResource
 from klaviyo_source import set_aside
 from klaviyo_source.client import KlaviyoClient, Page
 from klaviyo_source.concurrency import Budget, Slots, Task, TaskPool
-from klaviyo_source.endpoints import ENDPOINTS, PREDICTIVE_TIER, Endpoint, Mode, Report
+from klaviyo_source.endpoints import BY_TABLE, ENDPOINTS, PREDICTIVE_TIER, Endpoint, Mode, Report
 from klaviyo_source.errors import InvalidRecordError, KlaviyoAPIError, MissingScopeError, RunCancelled
 from klaviyo_source.first_load import mark_appended, table_is_empty
 from klaviyo_source.rate_limit import Governor, GovernorRegistry
 from klaviyo_source.reports import COUNTS, AccountFacts, ReportReader, ReportSettings
-from klaviyo_source.rows import SHAPES
+from klaviyo_source.rows import SHAPES, ArrowShape
 from klaviyo_source.validate import CheckedPage, PageCheck
 from klaviyo_source.windows import Plan, Span, Window, parse_instant, plan
 
@@ -76,11 +77,36 @@ class Partition:
     """One independent query of an endpoint: where its cursor is saved, its fixed filter, the parent whose
     id fills the path, and constant columns its rows carry (the parent's id, a campaign's channel)."""
 
-    key: str
+    key: str = ""
     filter: str | None = None
     parent_id: str | None = None
     columns: dict[str, str] | None = None
     since: datetime | None = None  # where its data is expected to begin (Endpoint.parent_since)
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A partition read within a window (None: the whole collection; checks: the period a count covers).
+
+    planned: a large read of unknown shape, split up front into as many windows as requests are worth having
+    in flight (otherwise one window, split only where it proves large).
+    """
+
+    part: Partition
+    window: Window | None = None
+    planned: bool = False
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A page's rows of one table, as a lean reader (sweeps and checks, not loaded as read) yields them.
+
+    incomplete: records of the page did not fit (no readable id): a sweep that saw them is not complete.
+    """
+
+    table: str
+    rows: pa.Table
+    incomplete: bool = False
 
 
 @dataclass
@@ -139,12 +165,30 @@ class Progress:
                          f"{self.pages:,}", rate, self.slots.busy, self.slots.limit(), self.governor.waited)
 
 
-class EndpointReader:
-    """Reads one endpoint: builds the queries, runs the chains, converts pages, keeps the cursors."""
+def sparse_shape(endpoint: Endpoint) -> ArrowShape:
+    """The columns a sparse fieldset leaves (`fields[template]=id`): the key, the fields asked for, the cursor
+    and the parent's id; only the key and the cursor must be there."""
+    shape = SHAPES[endpoint.table]
+    asked = {name for key, value in endpoint.params.items() if key.startswith("fields[") for name in value.split(",")}
+    keep = {shape.key, endpoint.cursor, endpoint.parent_key} | asked
+    return ArrowShape(endpoint.table, [c for c in shape.columns if c.name in keep],
+                      (endpoint.cursor,) if endpoint.cursor else ())
 
-    def __init__(self, endpoint: Endpoint, ctx: RunContext) -> None:
+
+class EndpointReader:
+    """Reads one endpoint: builds the queries, runs the chains, converts pages, keeps the cursors.
+
+    lean: pages become `Batch`es instead of dlt items, for reads that are compared before anything loads
+    (sweeps and checks); a sparse fieldset is converted with the columns it leaves.
+    zone: the IANA timezone whose days AGGREGATE checks count.
+    """
+
+    def __init__(self, endpoint: Endpoint, ctx: RunContext, lean: bool = False, zone: str = "UTC",
+                 name: str | None = None) -> None:
         self.ep = endpoint
         self.ctx = ctx
+        self.lean = lean
+        self.zone = zone
         params = dict(endpoint.params)
         tier = endpoint.tier
         key = endpoint.path
@@ -160,9 +204,13 @@ class EndpointReader:
         self.params = {name: value for name, value in params.items() if endpoint.sends(name, ctx.revision)}
         self.governor: Governor = ctx.governors.get(key, tier)
         self.slots = Slots(self._inflight, self._page_bytes, ctx.budget, ctx.concurrency, self._in_hand)
-        self.progress = Progress(endpoint.table, self.governor, self.slots)
-        # Report answers are checked by reports.py; collections become checked tables.
-        self.check = PageCheck(endpoint, self.included) if endpoint.report is None else None
+        self.progress = Progress(name or endpoint.table, self.governor, self.slots)
+        # Collections become checked tables; report answers are checked by reports.py, and a check's answer
+        # is one object, not a page of records.
+        self.check: PageCheck | None = None
+        if endpoint.report is None and endpoint.mode not in (Mode.COUNT, Mode.AGGREGATE):
+            sparse = any(k.startswith("fields[") for k in endpoint.params)
+            self.check = PageCheck(endpoint, self.included, sparse_shape(endpoint) if sparse else None)
         self.batches = IncludedBatches()  # related records until written; emptied at the end of every read
         self.windowed = endpoint.mode is Mode.WINDOW and not (endpoint.membership and ctx.members_full_refresh)
         self._run: RunStats | None = None
@@ -188,12 +236,17 @@ class EndpointReader:
         table's daily cap is no failure: reports.py defers what it could not read.)
         """
         stats = self._stats()
+        yield from self._guarded(self._reports(stats) if self.ep.mode is Mode.REPORT
+                                 else self._collection(parent_ids, since or {}, stats))
+        # Not on failure (the run reports no summary then) nor when dlt closes the generator early.
+        self._report(stats)
+
+    def _guarded(self, reading: Iterator[Any]) -> Generator[Any, None, bool]:
+        """`reading`'s items; returns False if the table was skipped (no scope, skip_forbidden), and cancels
+        the run on any other failure."""
         cancel = self.ctx.client.cancel
         try:
-            if self.ep.mode is Mode.REPORT:
-                yield from self._reports(stats)
-            else:
-                yield from self._collection(parent_ids, since or {}, stats)
+            yield from reading
         except RunCancelled:
             raise
         except Exception as exc:
@@ -204,14 +257,12 @@ class EndpointReader:
                 error = MissingScopeError(path, 403, exc.detail, exc.code, self.ep.table, scopes)
                 if self.ctx.skip_forbidden:
                     log.warning("%s skipped: %s", self.ep.table, error)
-                    self._report(stats)
-                    return
+                    return False
                 cancel.set(error)
                 raise error from None
             cancel.set(exc)
             raise
-        # Not on failure (the run reports no summary then) nor when dlt closes the generator early.
-        self._report(stats)
+        return True
 
     def _reports(self, stats: RunStats) -> Iterator[Any]:
         """A reporting endpoint: timeframes planned within the day's budget (reports.py), rows per timeframe."""
@@ -230,16 +281,12 @@ class EndpointReader:
                                              "to": frame.end.isoformat(), "where": metric})
 
     def _collection(self, parent_ids: Iterable[str], since: Mapping[str, datetime], stats: RunStats) -> Iterator[Any]:
-        partitions = self._partitions(list(parent_ids), since)
+        partitions = self.partitions(parent_ids, since)
         if not partitions:
             return
-        cursors: dict[str, str] = dlt.current.resource_state().setdefault("cursors", {})
-        tasks = []
-        spans = Plan(self.ep.page_size or 100)
-        # A first load (or a fixed interval) is large and of unknown shape: split it up front into as many
-        # windows as requests are worth having in flight. Later runs read what changed since the last one,
-        # usually a page or two, so they start with one window and split only what proves large.
-        share = max(1, self.slots.limit() // len(partitions))
+        state = dlt.current.resource_state()
+        cursors: dict[str, str] = state.setdefault("cursors", {})
+        slices = []
         for part in partitions:
             if self.windowed:
                 saved = cursors.get(part.key)
@@ -247,40 +294,76 @@ class EndpointReader:
                 if window is None:
                     continue
                 self._note_reread(stats, window, saved, part)
-                parts = share if saved is None or self.ctx.stateless else 1
-                for span in spans.add(plan(window, parts, since=part.since), part):
-                    tasks.append(self._span_task(spans, span))
+                # A first load (or a fixed interval) is large and of unknown shape: planned up front. Later
+                # runs read what changed since the last one, usually a page or two.
+                slices.append(Slice(part, window, planned=saved is None or self.ctx.stateless))
             else:
-                tasks.append(self._chain_task(part))
+                slices.append(Slice(part))
         if not self.windowed:
             if self.ep.write_disposition == "replace" or not self.ep.parent_key:
                 stats.add_reread(self.ep.table, {"all": True})  # replaced on every run: read again whole
             else:
                 stats.add_below(self.ep.table, self.ep.parent_key, [p.parent_id for p in partitions if p.parent_id])
-
-        def steal() -> Task[Any] | None:
-            span = spans.steal()
-            return self._span_task(spans, span) if span is not None else None
-
-        cancel = self.ctx.client.cancel
-        pool: TaskPool[Any] = TaskPool(MAX_CHAINS, self.slots, steal if self.windowed else None, cancel=cancel)
         hints = self._append_hints(cursors, partitions)
         # a parent's pages go on at once: its children's reads start from them
         pages = Joiner(1 if any(e.parent == self.ep.table for e in ENDPOINTS) else JOINED_ROWS)
-        for batch in pool.batches(tasks):
+        for batch in self._read(slices):
             for item in pages.add(batch):
                 if hints is not None and isinstance(item, pa.Table):  # the table's first page, before
                     item, hints = dlt.mark.with_hints(item, hints), None  # dlt writes any of it
                 yield item
         for item in pages.flush():
             yield dlt.mark.with_hints(item, hints) if hints is not None else item
-        for table, rows in self.batches.drain():
-            yield dlt.mark.with_table_name(rows, table)
-        if spans.splits:
-            log.debug("%s: %d windows split off to idle chains", self.ep.table, spans.splits)
         if self.windowed and not self.ctx.stateless:
             for part in partitions:
                 cursors[part.key] = self.ctx.until.isoformat()
+            if slices:
+                # what this run read, for verification: from the earliest window's start (None: all history)
+                starts = [piece.window.lo for piece in slices if piece.window is not None]
+                lo = None if None in starts else min(t for t in starts if t is not None)
+                state["touched"] = [lo.isoformat() if lo else None, self.ctx.until.isoformat()]
+
+    def read_slices(self, slices: Sequence[Slice]) -> Generator[list[Any], None, bool]:
+        """Every item of the given slices, in lists of what is ready at the moment (TaskPool.batches); returns
+        False if the table was skipped (no scope, skip_forbidden). Verification reads and repairs here.
+
+        A failure that ends this table cancels the whole run (the client's cancel signal), so the other
+        tables stop at once instead of finishing their retries after the run is already lost.
+        """
+        return (yield from self._guarded(self._read(slices)))
+
+    def _read(self, slices: Sequence[Slice]) -> Iterator[list[Any]]:
+        """The tasks of the slices run on a pool of chains; the related records gathered meanwhile last."""
+        tasks: list[Task[Any]] = []
+        spans = Plan(self.ep.page_size or 100)
+        share = max(1, self.slots.limit() // max(1, len(slices)))
+        for piece in slices:
+            if self.ep.mode is Mode.AGGREGATE:
+                assert piece.window is not None and piece.window.lo is not None
+                tasks.append(self._aggregate_task(piece.part, piece.window.lo, piece.window.hi))
+            elif self.ep.mode is Mode.COUNT:
+                tasks.append(self._count_task(piece.part))
+            elif piece.window is not None and self.ep.cursor:
+                parts = share if piece.planned else 1
+                for span in spans.add(plan(piece.window, parts, since=piece.part.since), piece.part):
+                    tasks.append(self._span_task(spans, span))
+            else:
+                tasks.append(self._chain_task(piece.part))
+        if not tasks:
+            return
+
+        def steal() -> Task[Any] | None:
+            span = spans.steal()
+            return self._span_task(spans, span) if span is not None else None
+
+        pool: TaskPool[Any] = TaskPool(MAX_CHAINS, self.slots, steal if self.ep.cursor else None,
+                                       cancel=self.ctx.client.cancel)
+        yield from pool.batches(tasks)
+        drained = [dlt.mark.with_table_name(rows, table) for table, rows in self.batches.drain()]
+        if drained:
+            yield drained
+        if spans.splits:
+            log.debug("%s: %d windows split off to idle chains", self.ep.table, spans.splits)
 
     def _append_hints(self, cursors: dict[str, str], partitions: list[Partition]) -> Any:
         """Hints that make this read append, when it is the first load of an immutable table into an empty one."""
@@ -289,14 +372,17 @@ class EndpointReader:
             return mark_appended(self.ep.table)
         return None
 
-    def _partitions(self, parent_ids: list[str], since: Mapping[str, datetime]) -> list[Partition]:
-        """The independent queries of this run."""
+    def partitions(
+        self, parent_ids: Iterable[str] = (), since: Mapping[str, datetime] | None = None
+    ) -> list[Partition]:
+        """The independent queries of a read (for children: below the given parents; `since`: by parent id,
+        where its data is expected to begin)."""
         ep = self.ep
         if ep.parent:
             return [
                 Partition(pid, ep.parent_filter.format(pid) if ep.parent_filter else None, pid,
-                          {ep.parent_key: pid} if ep.parent_key else None, since.get(pid))
-                for pid in parent_ids
+                          {ep.parent_key: pid} if ep.parent_key else None, (since or {}).get(pid))
+                for pid in list(parent_ids)
             ]
         if ep.partitions:
             assert ep.partition_filter is not None
@@ -374,7 +460,7 @@ class EndpointReader:
             return checked
 
         try:
-            yield from self.ctx.client.pages(path, params, self.governor, label, check)
+            yield from self.ctx.client.pages(path, params, self.governor, label, check if self.check else None)
         except KlaviyoAPIError as exc:
             if exc.status == 404 and part.parent_id is not None:
                 # The parent was deleted between listing it and reading below it: nothing to load.
@@ -426,11 +512,62 @@ class EndpointReader:
 
         return run
 
+    # --- checks --------------------------------------------------------------------------------------
+
+    def _count_task(self, part: Partition) -> Task[Any]:
+        """A COUNT check: the count attribute of one parent's detail (404: the parent is gone, no row)."""
+        assert self.ep.parent_key is not None and self.ep.count_attribute is not None
+        assert part.parent_id is not None
+        key, attribute, parent_id = self.ep.parent_key, self.ep.count_attribute, part.parent_id
+
+        def run(pool: TaskPool[Any]) -> Iterator[Any]:
+            for page in self._pages(part, {}):
+                assert page.document is not None  # unchecked: the document itself
+                count = (page.document["data"].get("attributes") or {}).get(attribute)
+                if not isinstance(count, int):
+                    raise KlaviyoAPIError(self.ep.path, 200, f"{attribute} missing from the answer for {parent_id}")
+                yield Batch(self.ep.table, pa.Table.from_pylist([{key: parent_id, "count": count}]))
+
+        return run
+
+    def _aggregate_task(self, part: Partition, lo: datetime, hi: datetime) -> Task[Any]:
+        """An AGGREGATE check: a metric's events per day of the account's timezone in [lo, hi)."""
+        zone = ZoneInfo(self.zone)
+        metric_id = part.parent_id
+
+        def local(instant: datetime) -> str:
+            return instant.astimezone(zone).isoformat(timespec="seconds")  # wall clock with its offset
+
+        body = {"data": {"type": "metric-aggregate", "attributes": {
+            "metric_id": metric_id, "measurements": ["count"], "interval": "day", "timezone": self.zone,
+            "filter": [f"greater-or-equal(datetime,{local(lo)})", f"less-than(datetime,{local(hi)})"],
+        }}}
+
+        def run(pool: TaskPool[Any]) -> Iterator[Any]:
+            document = self.ctx.client.post(self.ep.path, body, self.governor, self.ep.path)
+            attributes = document["data"]["attributes"]
+            totals = [0] * len(attributes["dates"])
+            for row in attributes["data"]:
+                for k, n in enumerate(row["measurements"]["count"]):
+                    totals[k] += int(n)
+            days = [parse_instant(d).astimezone(zone).date().isoformat() for d in attributes["dates"]]
+            self.progress.add(len(days))
+            yield Batch(self.ep.table, pa.Table.from_pylist(
+                [{"metric_id": metric_id, "day": d, "count": n} for d, n in zip(days, totals, strict=True)]))
+
+        return run
+
     # --- pages to items ----------------------------------------------------------------------------
 
     def _items(self, page: Page, part: Partition) -> Iterator[Any]:
         checked = page.checked
         assert checked is not None
+        if self.lean:
+            self.progress.add(checked.table.num_rows)
+            yield Batch(self.ep.table, checked.table, bool(checked.misfits))
+            for table, rows in checked.included.items():
+                yield Batch(table, rows)
+            return
         if checked.misfits:
             label = self._path_and_label(part.parent_id)[1]
             if self.ctx.strict:
@@ -574,12 +711,23 @@ def _with_load_marker(columns: dict[str, Any]) -> dict[str, Any]:
     return {**columns, "_dlt_load_id": {"data_type": "text", "nullable": True}}
 
 
+DELETION_HINT: dict[str, Any] = {"data_type": "timestamp", "nullable": True}
+
+
+def _included_columns(table: str) -> dict[str, Any]:
+    """Columns of a table filled from another endpoint's `included` records (merged on id, so deletable)."""
+    return _with_load_marker({**SHAPES[table].hints(), "deleted_at": dict(DELETION_HINT)})
+
+
 def _hints(endpoint: Endpoint, ctx: RunContext) -> dict[str, Any]:
     if endpoint.report is not None:
         return _report_hints(endpoint, endpoint.report)
     columns = _with_load_marker(SHAPES[endpoint.table].hints())
     for key in endpoint.primary_key:
         columns.setdefault(key, {})["nullable"] = False
+    if endpoint.deletion_column:
+        # present from the first load, so that models can filter on it before anything was ever deleted
+        columns[endpoint.deletion_column] = dict(DELETION_HINT)
     # Merges always de-duplicate the staged rows: a load job replayed after a crash stages its rows twice.
     disposition = endpoint.write_disposition
     if endpoint.membership and ctx.members_full_refresh:
@@ -628,7 +776,23 @@ def build_resources(ctx: RunContext, tables: Iterable[str]) -> list[DltResource]
 
             resource = dlt.transformer(child, data_from=made[endpoint.parent], parallelized=True, **hints)
         for table in endpoint.included.values():
-            _add_table(resource, table, _with_load_marker(SHAPES[table].hints()), "id")
+            _add_table(resource, table, _included_columns(table), "id")
         _add_table(resource, set_aside.TABLE, _with_load_marker(set_aside.COLUMNS), "key")
         made[endpoint.table] = resource
     return [resource for table, resource in made.items() if table in wanted]
+
+
+def repair_resource(table: str, items: Iterator[Any], ctx: RunContext) -> DltResource:
+    """A resource loading `items` into `table` with the hints the source gives it (verification's repairs):
+    the same keys, write disposition and columns, and the table for records set aside."""
+    endpoint = BY_TABLE.get(table)
+    if endpoint is not None:
+        hints = _hints(endpoint, ctx)
+    else:  # a table filled from another endpoint's `included` records
+        hints = {"name": table, "primary_key": ["id"], "write_disposition": "merge",
+                 "columns": _included_columns(table)}
+    resource = dlt.resource(items, **hints)
+    for related in endpoint.included.values() if endpoint is not None else ():  # events read again: attributions
+        _add_table(resource, related, _included_columns(related), "id")
+    _add_table(resource, set_aside.TABLE, _with_load_marker(set_aside.COLUMNS), "key")
+    return resource

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from klaviyo_source.coerce import describe
 from klaviyo_source.endpoints import Endpoint
-from klaviyo_source.rows import ARRAY, OBJECT, SHAPES, Misfit
+from klaviyo_source.rows import ARRAY, OBJECT, SHAPES, ArrowShape, Misfit
 
 __all__ = ["CheckedPage", "InvalidPage", "Misfit", "PageCheck"]
 
@@ -52,9 +52,11 @@ class CheckedPage:
 class PageCheck:
     """Turns one endpoint's JSON:API documents into checked tables."""
 
-    def __init__(self, endpoint: Endpoint, included: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, endpoint: Endpoint, included: Mapping[str, str] | None = None, shape: ArrowShape | None = None
+    ) -> None:
         self.endpoint = endpoint
-        self.shape = SHAPES[endpoint.table]
+        self.shape = shape or SHAPES[endpoint.table]  # a sparse fieldset's reads have a shape of their own
         # related records loaded with the page (a run may leave some out: event_attributions=False)
         self.included = dict(endpoint.included if included is None else included)
         self.needs_type = bool(self.included)  # related records are found by their parent's (type, id)

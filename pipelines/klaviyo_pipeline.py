@@ -6,13 +6,16 @@
     python pipelines/klaviyo_pipeline.py --transform                 # then the dbt models (klaviyo_dbt)
 
 The API key comes from .dlt/secrets.toml ([sources.klaviyo] api_key) or SOURCES__KLAVIYO__API_KEY.
+Every run then verifies itself against Klaviyo's own counts, repairs what differs and carries deletions over
+(--no-verify skips that; --verify-only compares and reports without loading anything).
 Exit status: 0 loaded, 1 the run failed, 2 bad arguments or configuration (a failure prints one line on stderr
 that says what to fix), 3 loaded, but records that did not fit their table were set aside in table
-set_aside_records (one line on stderr counts them), 75 another run holds the pipeline's or the dataset's lock
-(this run did nothing; see README "Scheduling"). A failed run loads nothing and moves no cursor: run it
-again, it continues where the last good run ended. With --chunk-days an interrupted first load continues at
-its last chunk.
-Each run ends with a summary per table (rows new or changed, re-read, requests, 429s, time) at INFO.
+set_aside_records (one line on stderr counts them), 4 --verify-only found the warehouse and Klaviyo differ,
+75 another run holds the pipeline's or the dataset's lock (this run did nothing; see README "Scheduling").
+A failed run loads nothing and moves no cursor: run it again, it continues where the last good run ended.
+With --chunk-days an interrupted first load continues at its last chunk.
+Each run ends with a summary per table (rows new or changed, re-read, requests, 429s, time) and a line of
+what its verification compared, repaired and flagged, at INFO.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ from klaviyo_source import (
     set_aside,
 )
 from klaviyo_source.backfill import CHUNKED_TABLES, backfill
-from klaviyo_source.failures import EXIT_LOADED, EXIT_SET_ASIDE, describe, fold_dlt_tracebacks
+from klaviyo_source.failures import EXIT_DIFFERS, EXIT_LOADED, EXIT_SET_ASIDE, describe, fold_dlt_tracebacks
 from klaviyo_source.scheduling import KEEP_PACKAGES, scheduled_run
 from klaviyo_source.summary import RunSummary, load
+from klaviyo_source.verify import Report, verify
 
 log = logging.getLogger("klaviyo_pipeline")
 
@@ -128,6 +132,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "exit 75 at once)")
     parser.add_argument("--keep-packages", type=int, default=KEEP_PACKAGES, metavar="N",
                         help=f"completed load packages kept in the pipeline folder (default {KEEP_PACKAGES})")
+    parser.add_argument("--no-verify", action="store_true", help="skip the verification after the load")
+    parser.add_argument("--verify-only", action="store_true",
+                        help="compare the warehouse with Klaviyo and report, loading nothing (exit 4 if they differ)")
+    parser.add_argument("--deletions", choices=("soft", "hard"), default="soft",
+                        help="rows Klaviyo deleted: soft sets deleted_at / removed_at (default), hard removes them "
+                             "with their memberships and the events Klaviyo removed")
+    parser.add_argument("--verify-days", type=float, default=None,
+                        help="also verify this many days of events before the run's end (default 30)")
+    parser.add_argument("--profile-sweep-hours", type=float, default=None,
+                        help="hours between sweeps for deleted profiles (a request per 100 profiles; default: every "
+                             "run up to 10,000 profiles, else daily)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         type=str.upper, help="INFO (default) shows progress and the run summary")
     return parser.parse_args(argv)
@@ -189,9 +204,44 @@ def written_places(args: argparse.Namespace) -> list[Path]:
     return places
 
 
-def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> tuple[dlt.Pipeline, RunSummary]:
+def verify_options(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Arguments of `verify` for this command line: the same tables and connection, and the period a fixed
+    interval or a chunked backfill covered."""
+    options: dict[str, Any] = {
+        "resources": args.resources,
+        "skip_forbidden": args.skip_forbidden,
+        "deletions": args.deletions,
+        "repair": not args.verify_only,
+        "since": args.start_date if (args.end_date or args.chunk_days) else None,
+        "until": args.end_date,
+        "verify_days": args.verify_days,
+        "profile_sweep_hours": args.profile_sweep_hours,
+        "concurrency": args.concurrency,
+        "rate_share": args.rate_share,
+        "base_url": args.base_url,
+        "revision": args.revision,
+        **{k: v for k, v in (extra or {}).items() if k in ("api_key", "base_url")},
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def check(args: argparse.Namespace, pipeline: dlt.Pipeline, extra: dict[str, Any] | None = None) -> Report:
+    report = verify(pipeline, **verify_options(args, extra))
+    if args.verify_only:
+        print(report.summary())
+        for item in report.differing:
+            where = f" on {item.day}" if item.day else ""
+            print(f"  {item.check} {item.table} {item.subject_name or item.subject_id or ''}{where}: "
+                  f"Klaviyo {item.klaviyo}, warehouse {item.warehouse}")
+    return report
+
+
+def run(
+    args: argparse.Namespace, extra: dict[str, Any] | None = None
+) -> tuple[dlt.Pipeline, RunSummary | None, Report | None]:
     """One scheduled run under its locks: what a killed run left, the chunked first load if asked, then every
-    chosen table."""
+    chosen table, then its verification (None with --no-verify; no summary with --verify-only, which loads
+    nothing)."""
     options = {**source_options(args), **(extra or {})}
     if args.chunk_days and not args.end_date and not args.start_date:
         raise ConfigurationError("--chunk-days needs --start-date (where the chunks begin).")
@@ -199,6 +249,9 @@ def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> tuple[
     source = klaviyo_source(**options)  # checks every argument, then the key, before anything is read or written
     refresh: TRefreshMode | None = "drop_sources" if args.full_refresh else None
     with locked_pipeline(args) as pipeline:
+        if args.verify_only:
+            pipeline.sync_destination()  # a fresh machine compares what the destination holds
+            return pipeline, None, check(args, pipeline, extra)
         if args.chunk_days and not args.end_date:
             chosen = [t for t in CHUNKED_TABLES if not args.resources or t in args.resources.split(",")]
             shared = {k: v for k, v in options.items() if k not in ("start_date", "resources")}
@@ -207,12 +260,13 @@ def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> tuple[
                 source = klaviyo_source(**options)  # read on up to now, not to before the backfill
         summary = load(pipeline, source, refresh)
         log.info("%s", summary)
+        report = None if args.no_verify else check(args, pipeline, extra)  # models are built on repaired tables
         if args.transform or (args.demo and dbt_installed()):  # the demo without the dbt extra loads only
             from klaviyo_dbt import build  # needs the dbt extra; the loader alone does not
 
             # under the locks: the models write into the same database, which one run at a time may write
             build(pipeline, full_refresh=args.full_refresh, quiet=logging.getLogger().level > logging.INFO)
-    return pipeline, summary
+    return pipeline, summary, report
 
 
 @contextmanager
@@ -284,6 +338,9 @@ def print_campaign_performance(client: Any, schema: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # argparse itself exits 2 on unknown options
+    if args.verify_only and (args.no_verify or args.demo or args.full_refresh):
+        print("error: --verify-only loads nothing: leave out --no-verify, --demo and --full-refresh.", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     fold_dlt_tracebacks()  # the error line below explains; dlt's tracebacks on the way are one line each
     started = datetime.now(timezone.utc)
@@ -294,8 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.replay_set_aside:
             return replay(args)
         with context as extra:
-            pipeline, summary = run(args, extra)
-            if args.demo:
+            pipeline, summary, report = run(args, extra)
+            if args.verify_only:
+                return EXIT_DIFFERS if report is not None and report.differing else 0
+            if args.demo and summary is not None:
                 print_demo_summary(pipeline, summary)
             return report_set_aside(pipeline, started)
     except Exception as exc:

@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from klaviyo_source.endpoints import ENDPOINTS, NEWEST_REVISION, OLDEST_REVISION, PREDICTIVE_TIER, Endpoint, Mode
+from klaviyo_source.endpoints import (
+    CHECKS,
+    ENDPOINTS,
+    NEWEST_REVISION,
+    OLDEST_REVISION,
+    PREDICTIVE_TIER,
+    Endpoint,
+    Mode,
+)
 from tests.spec import load_spec
 
 
@@ -144,3 +152,42 @@ def test_parameters_the_oldest_supported_revision_lacks_agree_with_the_sandbox()
     assert events.sends("page[size]", OLDEST_REVISION) and not lists.sends("page[size]", OLDEST_REVISION)
     assert lists.sends("page[size]", "2026-04-15") and lists.sends("page[size]", NEWEST_REVISION)
     assert lists.sends("sort", OLDEST_REVISION) and lists.sends("page[size]", "2026-04-15.pre")
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda e: e.table)
+def test_checks_are_served_as_used(check: Endpoint) -> None:
+    """Count checks: the spec's method, scopes and tier (profile_count's own tier is stated in the prose)."""
+    spec = load_spec()["paths"]["/api" + check.path]
+    op = spec["post" if check.mode is Mode.AGGREGATE else "get"]
+    assert set(op["x-klaviyo-scopes"]) == set(check.scopes)
+    if check.mode is Mode.AGGREGATE:
+        limits = op["x-klaviyo-ratelimit"]
+        assert (rate(limits["burst"]), rate(limits["steady"])) == (check.tier.burst, check.tier.steady)
+        return
+    stated = op["description"].split("profile_count` parameter")[1]
+    assert f"Burst: `{check.tier.burst}/s`" in stated and f"Steady: `{check.tier.steady}/m`" in stated
+    for name, value in check.params.items():
+        param = parameter(op, name)
+        assert param is not None and value in param["schema"]["items"]["enum"], name
+
+
+@pytest.mark.parametrize("endpoint", [e for e in ENDPOINTS if e.sweep], ids=lambda e: e.table)
+def test_sweeps_use_allowed_sparse_fieldsets_includes_and_cursors(endpoint: Endpoint) -> None:
+    sweep = endpoint.sweep_endpoint()
+    op = operation(sweep)
+    for name, value in sweep.params.items():
+        param = parameter(op, name)
+        assert param is not None, name
+        assert all(part in param["schema"]["items"]["enum"] for part in value.split(",")), (name, value)
+    if sweep.cursor:  # windowed like an incremental read, on a field that never changes
+        assert sweep.cursor in parameter(op, "sort")["schema"]["enum"]  # type: ignore[index]
+        operators = op["x-klaviyo-filters"][sweep.cursor]["operators"]["single"]
+        assert "less-than" in operators and ("greater-or-equal" in operators or sweep.strict_lower)
+    assert bool(sweep.included) == ("include" in sweep.params)  # children come along only when included
+
+
+def test_merged_tables_carry_a_deletion_column() -> None:
+    columns = {e.table: e.deletion_column for e in ENDPOINTS}
+    assert columns["list_members"] == columns["segment_members"] == "removed_at"
+    assert columns["events"] == columns["profiles"] == columns["flow_messages"] == "deleted_at"
+    assert columns["lists"] is None  # replaced every run: a deleted list simply goes
