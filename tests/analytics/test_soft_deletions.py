@@ -50,7 +50,7 @@ def test_deleted_rows_and_ended_memberships_leave_the_models(account: Sandbox, t
                 ("profiles", "deleted_at", f"id = '{person}'"),
                 ("campaigns", "deleted_at", f"id = '{campaign}'"),
                 ("list_members", "removed_at", f"list_id = '{member[0]}' and profile_id = '{member[1]}'")):
-            client.execute_sql(f"alter table {d}.{table} add column {column} timestamp with time zone")
+            client.execute_sql(f"alter table {d}.{table} add column if not exists {column} timestamp with time zone")
             client.execute_sql(f"update {d}.{table} set {column} = now(), _dlt_load_id = '{marked}' where {where}")
     after = Modelled(loader, pipeline, build(pipeline, quiet=True))
 
