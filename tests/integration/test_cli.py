@@ -7,22 +7,24 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from klaviyo_source.sandbox import Sandbox
+from tests.integration.cli_driver import command
 from tests.integration.conftest import REPO
 
 CLI = REPO / "pipelines" / "klaviyo_pipeline.py"
 
 
 def cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process of its own, through cli_driver.py: Klaviyo's report pace and verification's counts
+    lifted, as in the test process (tests/report_pace.py)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
     return subprocess.run(
-        [sys.executable, str(CLI), *args], cwd=cwd, env={**clean, **(env or {})},
+        command(args), cwd=cwd, env={**clean, "PYTHONPATH": str(REPO), **(env or {})},
         capture_output=True, text=True, timeout=600, check=False,
     )
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from klaviyo_source.sandbox import Sandbox
+from pipelines.klaviyo_pipeline import main
 from tests.integration.conftest import settle
 from tests.integration.test_cli import cli
 
@@ -46,5 +48,9 @@ def test_scheduled_runs_verify_themselves(sandbox: Sandbox, tmp_path: Path) -> N
 
     skipped = cli([*base, "--no-verify"], tmp_path, env)
     assert skipped.returncode == 0 and "verification" not in skipped.stderr
-    both = cli([*base, "--verify-only", "--no-verify"], tmp_path, env)
-    assert both.returncode == 2 and "--verify-only loads nothing" in both.stderr
+
+
+def test_verify_only_rejects_options_that_load(capsys: pytest.CaptureFixture[str]) -> None:
+    for option in ("--no-verify", "--demo", "--full-refresh"):
+        assert main(["--verify-only", option]) == 2
+        assert "--verify-only loads nothing" in capsys.readouterr().err

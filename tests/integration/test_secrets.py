@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from klaviyo_source.client import KlaviyoClient
 from klaviyo_source.endpoints import ENDPOINTS
 from klaviyo_source.sandbox import Sandbox
+from tests.integration.cli_driver import command
 from tests.integration.conftest import SHORT_REPORT_HISTORY, Loader
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,14 +71,14 @@ def test_cli_output_and_folder_hold_no_key(loader: Loader, sandbox: Sandbox) -> 
     """The CLI at DEBUG (dlt's progress, urllib3's request lines) through a good and a failed run."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "SOURCES__KLAVIYO__API_KEY": sandbox.api_key,
            "SOURCES__KLAVIYO__BASE_URL": sandbox.base_url, **SHORT_REPORT_HISTORY}
-    command = [sys.executable, str(REPO / "pipelines" / "klaviyo_pipeline.py"), "--pipeline-name", loader.name,
-               "--pipelines-dir", str(loader.workdir / "pipelines"), "--duckdb-file",
-               str(loader.workdir / "klaviyo.duckdb"), "--dataset", loader.dataset, "--log-level", "DEBUG"]
-    good = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    cli = command(["--pipeline-name", loader.name, "--pipelines-dir", str(loader.workdir / "pipelines"),
+                   "--duckdb-file", str(loader.workdir / "klaviyo.duckdb"), "--dataset", loader.dataset,
+                   "--log-level", "DEBUG"])
+    good = subprocess.run(cli, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert good.returncode == 0, good.stderr
     limited = sandbox.create_key(["accounts:read"])
     env["SOURCES__KLAVIYO__API_KEY"] = limited
-    bad = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(cli, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "HTTP 403" in bad.stderr
     output = good.stdout + good.stderr + bad.stdout + bad.stderr
     assert "GET /api/events?" in output  # urllib3's DEBUG lines are there: the check can fail

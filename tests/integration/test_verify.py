@@ -1,6 +1,10 @@
 """Self-verifying loads: after each kind of change no cursor can see, one scheduled run with verification
 makes every table equal to the sandbox's ground truth (deletions flagged, or removed when chosen), with the
-extra requests counted and bounded; a run with nothing changed costs a stated handful of requests."""
+extra requests counted and bounded; a run with nothing changed costs a stated handful of requests.
+
+The normal suite runs the no-change run (every check and sweep, on every Python of CI); the repairs, about 20 s
+each, run with `pytest -m slow tests/integration/test_verify.py` (and test_cli_verify.py covers a repair
+through the command line in the normal suite)."""
 
 from __future__ import annotations
 
@@ -86,6 +90,7 @@ def test_no_change_run_costs_a_handful_of_requests_and_repairs_nothing(loader: L
     assert_held_equals_ground_truth(loader)
 
 
+@pytest.mark.slow
 def test_backdated_and_vanished_events_are_repaired_slice_by_slice(loader: Loader, sandbox: Sandbox) -> None:
     loader.run(events_lookback_hours=1)
     late = sandbox.mutate("add_events", count=12, offset_seconds=-5 * 86400)  # far beyond the lookback
@@ -113,6 +118,7 @@ def test_backdated_and_vanished_events_are_repaired_slice_by_slice(loader: Loade
     assert not again.differing and not again.flagged and not any(again.loaded.values())
 
 
+@pytest.mark.slow
 def test_deleted_and_merged_profiles(loader: Loader, sandbox: Sandbox) -> None:
     loader.run()
     truth = sandbox.ground_truth()
@@ -139,6 +145,7 @@ def test_deleted_and_merged_profiles(loader: Loader, sandbox: Sandbox) -> None:
     assert report.requests <= handful(loader) + len(gone) + slices + groups
 
 
+@pytest.mark.slow
 def test_removed_members_end_without_replacing_the_membership(loader: Loader, sandbox: Sandbox) -> None:
     loader.run()
     out = [sandbox.mutate("remove_members", kind=kind, count=4) for kind in ("list", "segment", "list")]
@@ -164,6 +171,7 @@ def test_removed_members_end_without_replacing_the_membership(loader: Loader, sa
     assert_held_equals_ground_truth(loader, ["list_members"])
 
 
+@pytest.mark.slow
 def test_deleted_campaigns_flows_templates_and_children(loader: Loader, sandbox: Sandbox) -> None:
     loader.run()
     truth = sandbox.ground_truth()
@@ -182,6 +190,7 @@ def test_deleted_campaigns_flows_templates_and_children(loader: Loader, sandbox:
     assert report.requests <= handful(loader)  # found by the sweeps every run reads anyway
 
 
+@pytest.mark.slow
 def test_edited_children_of_unchanged_parents_arrive(loader: Loader, sandbox: Sandbox) -> None:
     loader.run()
     edited = {table: sandbox.mutate("edit_children", table=table, count=2)["ids"]
@@ -195,6 +204,7 @@ def test_edited_children_of_unchanged_parents_arrive(loader: Loader, sandbox: Sa
     assert report.requests == handful(loader)  # children come along with the sweeps: no extra request
 
 
+@pytest.mark.slow
 def test_hard_deletion_removes_rows_and_what_belongs_to_them(loader: Loader, sandbox: Sandbox) -> None:
     loader.run()
     truth = sandbox.ground_truth()
@@ -213,6 +223,7 @@ def test_hard_deletion_removes_rows_and_what_belongs_to_them(loader: Loader, san
     assert report.requests <= handful(loader) + 1 + slices + repairs(report)[1]
 
 
+@pytest.mark.slow
 def test_verify_only_reports_and_loads_nothing(loader: Loader, sandbox: Sandbox) -> None:
     loader.run()
     sandbox.mutate("add_events", count=5, offset_seconds=-4 * 86400)
@@ -227,6 +238,7 @@ def test_verify_only_reports_and_loads_nothing(loader: Loader, sandbox: Sandbox)
     assert RESULTS_TABLE not in loader.pipeline().default_schema.tables
 
 
+@pytest.mark.slow
 def test_what_stays_different_is_reported_and_not_read_again(loader: Loader, sandbox: Sandbox,
                                                              monkeypatch: pytest.MonkeyPatch,
                                                              caplog: pytest.LogCaptureFixture) -> None:
@@ -248,6 +260,7 @@ def test_what_stays_different_is_reported_and_not_read_again(loader: Loader, san
     assert requests(sandbox)["/api/events"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_verification_repairs_on_postgres(postgres_loader: Loader, sandbox: Sandbox) -> None:
     """PostgreSQL hands JSON back as objects and holds locks per transaction: repairs load all the same."""
