@@ -39,14 +39,16 @@ class Warehouse:
         self._open: Any = None  # the connection of a session, shared by its queries
         self._lock = threading.Lock()
         self._naming = threading.Lock()
+        self._schema = threading.Lock()
 
     # --- schema -----------------------------------------------------------------------------------
 
     def columns(self, table: str) -> dict[str, Any]:
         """The table's columns as dlt knows them (empty if dlt never loaded it)."""
-        if not self.pipeline.default_schema_name:
-            return {}
-        found = self.pipeline.default_schema.tables.get(table) or {}
+        with self._schema:  # dlt's schema storage is not for concurrent use: a table looked up from two threads
+            if not self.pipeline.default_schema_name:  # at once was now and then not found
+                return {}
+            found = self.pipeline.default_schema.tables.get(table) or {}
         return {name: col for name, col in (found.get("columns") or {}).items() if col.get("data_type")}
 
     def has(self, table: str, *columns: str) -> bool:
