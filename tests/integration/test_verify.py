@@ -28,6 +28,9 @@ from tests.integration.conftest import SIZES, Loader, assert_held_equals_ground_
 METRICS = 20
 GROUPS = SIZES["lists"] + SIZES["segments"]
 SWEEPS = 3 + 1 + math.ceil(SIZES["templates"] / 10) + math.ceil(SIZES["profiles"] / 100)
+# the profile sweep is read in windows on `created`: an idle chain may split one off where more than a page lies
+# ahead (windows.py), a partial page more
+SPLIT = 1
 
 
 @pytest.fixture(autouse=True)
@@ -54,8 +57,13 @@ def send_actions(loader: Loader) -> int:
 
 
 def handful(loader: Loader) -> int:
-    """What a verification of the test account reads when nothing changed (measured: exactly this)."""
-    return METRICS + GROUPS + SWEEPS + send_actions(loader)
+    """What a verification of the test account reads at most when nothing changed (measured: this, or one less
+    when the profile sweep was not split)."""
+    return METRICS + GROUPS + SWEEPS + SPLIT + send_actions(loader)
+
+
+def about_a_handful(requests: int, loader: Loader, extra: int = 0) -> bool:
+    return handful(loader) - SPLIT + extra <= requests <= handful(loader) + extra
 
 
 def repairs(report: Report) -> tuple[int, int]:
@@ -81,7 +89,7 @@ def test_no_change_run_costs_a_handful_of_requests_and_repairs_nothing(loader: L
     assert sent["/api/metric-aggregates"] == METRICS
     assert sent["/api/lists/{id}"] + sent["/api/segments/{id}"] == GROUPS
     assert sent["/api/flow-actions/{id}/flow-messages"] == send_actions(loader)
-    assert sum(sent.values()) == report.requests == handful(loader)
+    assert sum(sent.values()) == report.requests and about_a_handful(report.requests, loader)
     assert not report.differing and not report.flagged and not any(report.loaded.values())
     assert {c.status for c in report.checks} == {"ok"}
     assert "0 still differ" in report.summary()
@@ -163,7 +171,7 @@ def test_removed_members_end_without_replacing_the_membership(loader: Loader, sa
     assert {c.subject_id for c in groups} == {o["parent_id"] for o in out}
     sent = requests(sandbox)  # one sweep of each changed list or segment (a page each here)
     assert sent["/api/lists/{id}/profiles"] + sent["/api/segments/{id}/profiles"] == len(groups)
-    assert report.requests == handful(loader) + len(groups)
+    assert about_a_handful(report.requests, loader, len(groups))
     # a member who comes back is held again
     settle()
     sandbox.mutate("add_members", kind="list", parent_id=out[0]["parent_id"], ids=out[0]["ids"][:1])
@@ -201,7 +209,7 @@ def test_edited_children_of_unchanged_parents_arrive(loader: Loader, sandbox: Sa
         # the edited rows and no others were loaded again (unless the run itself re-read them: a flow
         # changed within the cursor's overlap brings its actions along)
         assert 0 < report.loaded[table] <= len(ids) or table == "flow_actions", table
-    assert report.requests == handful(loader)  # children come along with the sweeps: no extra request
+    assert about_a_handful(report.requests, loader)  # children come along with the sweeps: no extra request
 
 
 @pytest.mark.slow
