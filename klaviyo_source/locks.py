@@ -42,6 +42,7 @@ from klaviyo_source.errors import KlaviyoSourceError
 log = logging.getLogger("klaviyo_source")
 
 POLL_SECONDS = 1.0  # how often a waiting run looks again
+RECORD_WAIT = 1.0  # how long a locked-out run waits for the holder's record to be written
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,10 @@ class FileLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read(fd)
-            os.close(fd)
-            return holder or Holder(None, "", None)
+            try:
+                return _holder_of(fd)
+            finally:
+                os.close(fd)
         except BaseException:
             os.close(fd)
             raise
@@ -151,6 +153,16 @@ class FileLock:
             os.ftruncate(fd, 0)
         finally:
             os.close(fd)  # closing the last descriptor releases the flock
+
+
+def _holder_of(fd: int) -> Holder:
+    """The record of the run that holds the flock on `fd`. A run writes it right after taking the lock, so an
+    empty file is that moment: look again for a while (a loaded machine may pause the writer in between;
+    seen in CI: a locked-out run named "a process" instead of the holder)."""
+    deadline = time.monotonic() + RECORD_WAIT
+    while (holder := _read(fd)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return holder or Holder(None, "", None)
 
 
 def _read(fd: int) -> Holder | None:

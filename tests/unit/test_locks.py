@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -59,6 +61,20 @@ def test_a_file_lock_has_one_holder_and_names_it(tmp_path: Path) -> None:
         assert holder.since is not None and holder.since <= datetime.now(timezone.utc)
     finally:
         kill(child)
+
+
+def test_a_holder_caught_before_it_wrote_its_record_is_still_named(tmp_path: Path) -> None:
+    """Between taking the flock and writing its record a holder may be paused (a loaded machine): the file is
+    empty then, and the run locked out waits for the record rather than naming "a process"."""
+    path = tmp_path / "pipeline.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken, no record yet
+        me = Holder.me()
+        threading.Timer(0.3, lambda: os.pwrite(fd, me.to_json().encode(), 0)).start()
+        assert FileLock(path, "pipeline p").try_acquire() == me
+    finally:
+        os.close(fd)
 
 
 def test_the_lock_of_a_killed_run_is_taken_over_and_reported(tmp_path: Path,
