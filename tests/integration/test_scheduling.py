@@ -71,6 +71,17 @@ def run_cli(loader: Loader, *extra: str, **options: str) -> tuple[int, str]:
     return finish(start_cli(loader, *extra, **options))
 
 
+# What a pipeline folder keeps after a run (the last load package, dlt's trace) differs a little from run to run:
+# a run's verification checks more or fewer days (~1% of the folder); one package or run's leftovers kept too
+# many is more than 10%.
+FOLDER_SLACK = 1.1
+
+
+def assert_folder_kept(first_size: int, size: int) -> None:
+    """Later runs keep the pipeline folder about as large as the first run left it: nothing accumulates."""
+    assert size <= first_size * FOLDER_SLACK, f"the pipeline folder grew from {first_size:,} to {size:,} bytes"
+
+
 def assert_locked_out(status: int, stderr: str) -> None:
     """The run that lost the race: its own exit code and, last, one line naming the holder (before it at most
     the notice that it took over the pipeline lock of a killed run)."""
@@ -154,7 +165,7 @@ def test_killed_runs_leave_nothing_that_grows(process_sandbox: Sandbox, tmp_path
     assert f"took over the lock on pipeline {loader.name}" in stderr or lock_file.read_text() == ""
     assert not any(p.exists() for p in leftovers), "leftovers of the killed run were removed"
     assert len(list((pipeline_dir / "load" / "loaded").iterdir())) == KEEP_PACKAGES
-    assert folder_size(pipeline_dir) <= first_size, "incremental runs keep the folder at most as large as the first"
+    assert_folder_kept(first_size, folder_size(pipeline_dir))
     status, stderr = run_cli(loader)
     assert status == 0, stderr
     assert_matches_ground_truth(loader)
