@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -15,8 +14,6 @@ import dlt
 import pytest
 
 from klaviyo_dbt import BuildResult, analytics_schema, build
-from klaviyo_source.endpoints import Tier
-from klaviyo_source.rate_limit import Governor, GovernorRegistry
 from klaviyo_source.sandbox import Sandbox
 from klaviyo_source.sandbox.store import Store
 from tests.analytics.truth import AccountTruth
@@ -61,30 +58,6 @@ class Modelled:
             return [tuple(r) for r in client.execute_sql(sql.format(m=self.schema)) or []]
 
 
-@contextmanager
-def unthrottled_reports() -> Iterator[None]:
-    """Klaviyo allows its reporting endpoints 2 calls a minute (tiers with a daily cap), so our governor would
-    hold every first load of the report tables here for minutes; these sandboxes have no limits."""
-    original = GovernorRegistry.get
-
-    def get(self: GovernorRegistry, key: str, tier: Tier) -> Governor:
-        if getattr(tier, "daily", None):
-            return original(self, f"{key}#unthrottled", Tier(1000, 100_000))
-        return original(self, key, tier)
-
-    GovernorRegistry.get = get  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        GovernorRegistry.get = original  # type: ignore[method-assign]
-
-
-@pytest.fixture(autouse=True)
-def _unthrottled_reports() -> Iterator[None]:
-    with unthrottled_reports():
-        yield
-
-
 def new_account(**sizes: int) -> Sandbox:
     anchor = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
     return Sandbox(seed=11, rate_limits="off", anchor=anchor, **{**SIZES, **sizes})
@@ -108,7 +81,7 @@ class Warehouses:
 @pytest.fixture(scope="session")
 def warehouses(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouses]:
     dsn = os.environ.get("KLAVIYO_TEST_POSTGRES_DSN")
-    with unthrottled_reports(), new_account() as sandbox:
+    with new_account() as sandbox:
         assert sandbox._server is not None  # thread mode: the store is in this process
         store = sandbox._server.store
         work = tmp_path_factory.mktemp("duckdb_models")
