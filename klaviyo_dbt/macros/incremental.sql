@@ -27,3 +27,9 @@
     )
     {%- endif -%}
 {%- endmacro %}
+
+{#- The latest stamp of `model` (default klaviyo__events): what a model built from it has taken in, written to its
+    rows. -#}
+{% macro latest_stamp(model='klaviyo__events') -%}
+    (select max(_processed_through_load_id) from {{ ref(model) }})
+{%- endmacro %}

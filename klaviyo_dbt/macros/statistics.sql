@@ -23,24 +23,34 @@
 {%- endmacro %}
 
 {#- Aggregates over a message's own events (columns metric_name, person_id): the tallies, as klaviyo__message_metrics
-    maps metrics to received / opened / clicked / bounced / failed / unsubscribed / spam. -#}
-{% macro message_tallies() -%}
+    maps metrics to received / opened / clicked / bounced / failed / unsubscribed / spam. `events`: a column with
+    the number of events each row stands for (rows of int_klaviyo__message_person_days), none: one per row. -#}
+{% macro message_tallies(events=none) -%}
     {%- set mm = var('klaviyo__message_metrics') -%}
     {%- for name in klaviyo.message_tally_names() %}
     {%- set kind = name | replace('_people', '') %}
     {%- if name.endswith('_people') %}
     count(distinct case when {{ klaviyo.in_names('metric_name', mm.get(kind, [])) }} then person_id end) as {{ name }}
     {%- else %}
-    count(case when {{ klaviyo.in_names('metric_name', mm.get(kind, [])) }} then 1 end) as {{ name }}
+    {{ klaviyo.count_of(klaviyo.in_names('metric_name', mm.get(kind, [])), events) }} as {{ name }}
     {%- endif %}{{ "," if not loop.last }}
     {%- endfor %}
 {%- endmacro %}
 
-{#- Aggregates over credited conversion events (columns person_id, numeric_value). -#}
-{% macro conversion_tallies() -%}
-    count(*) as conversions,
+{#- Aggregates over credited conversion events (columns person_id, numeric_value; `events` as above). -#}
+{% macro conversion_tallies(events=none) -%}
+    {{ klaviyo.count_of('true', events) }} as conversions,
     count(distinct person_id) as conversion_uniques,
     coalesce(sum(numeric_value), 0) as conversion_value
+{%- endmacro %}
+
+{#- How many events meet `condition`: rows, or the sum of their `events` column. -#}
+{% macro count_of(condition, events=none) -%}
+    {%- if events -%}
+    cast(coalesce(sum(case when {{ condition }} then {{ events }} end), 0) as bigint)
+    {%- else -%}
+    count(case when {{ condition }} then 1 end)
+    {%- endif -%}
 {%- endmacro %}
 
 {#- The tallies of `own` (message_tallies) and `conversions` (conversion_tallies) left-joined to a row, 0 where
@@ -86,4 +96,15 @@
     {{ klaviyo.ratio(t ~ '.unsubscribed_people', t ~ '.received') }} as unsubscribe_rate,
     {{ t }}.spam as spam_complaints,
     {{ klaviyo.ratio(t ~ '.spam', t ~ '.received') }} as spam_complaint_rate
+{%- endmacro %}
+
+{#- Klaviyo's name of a message's channel (`push-notification` for push). -#}
+{% macro send_channel(channel) -%}
+    case {{ channel }} when 'push' then 'push-notification' else {{ channel }} end
+{%- endmacro %}
+
+{#- The key of a row of Klaviyo's reports (stg_klaviyo__message_reports as `r`). -#}
+{% macro report_key(r) -%}
+    {{ klaviyo.key([r ~ '.report', r ~ '.message_id', r ~ '.send_channel', r ~ '.conversion_metric_id',
+                    r ~ '.first_day', r ~ '.end_day']) }}
 {%- endmacro %}

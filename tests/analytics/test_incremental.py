@@ -1,8 +1,10 @@
 """klaviyo__events and the person rollups are incremental on the load marker: after late events, lookback re-reads
-and a loader full refresh, an incremental build equals a full rebuild and the independently computed attribution."""
+and a loader full refresh, an incremental build equals a full rebuild and the independently computed attribution,
+on DuckDB and on PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,12 +12,12 @@ from typing import Any
 import dlt
 import pytest
 
-from klaviyo_dbt import build
+from klaviyo_dbt import analytics_schema, build
 from klaviyo_source import klaviyo_source
 from klaviyo_source.sandbox import Sandbox
 from tests.analytics.conftest import Modelled, new_account
 from tests.analytics.truth import AccountTruth
-from tests.integration.conftest import Loader, settle
+from tests.integration.conftest import Loader, drop_dataset, settle
 
 # a few people with many events each, so late touches land before events the models already hold
 SMALL = {"events": 600, "profiles": 6, "campaigns": 6, "flows": 2}
@@ -27,6 +29,22 @@ COLUMNS = ("event_id, metric_name, person_id, attribution_source, campaign_id, f
 def small_account() -> Iterator[Sandbox]:
     with new_account(**SMALL) as sandbox:
         yield sandbox
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def small_loader(request: pytest.FixtureRequest, small_account: Sandbox, tmp_path: Path) -> Iterator[Loader]:
+    """A loader of the small account into DuckDB or into a dataset of its own on PostgreSQL (dropped after)."""
+    if request.param == "duckdb":
+        yield Loader(small_account, dlt.destinations.duckdb(str(tmp_path / "k.duckdb")), tmp_path)
+        return
+    dsn = os.environ.get("KLAVIYO_TEST_POSTGRES_DSN")
+    if not dsn:
+        pytest.skip("KLAVIYO_TEST_POSTGRES_DSN is not set (.ci/run starts a PostgreSQL server and sets it)")
+    loader = Loader(small_account, dlt.destinations.postgres(dsn), tmp_path)
+    yield loader
+    with loader.pipeline().sql_client() as client:
+        client.execute_sql(f'DROP SCHEMA IF EXISTS "{analytics_schema(loader.dataset)}" CASCADE')
+    drop_dataset(loader)
 
 
 def events_table(modelled: Modelled) -> list[tuple[Any, ...]]:
@@ -50,6 +68,10 @@ def expected_credit(truth: AccountTruth, modelled: Modelled) -> dict[str, tuple[
 # the incremental models and their keys
 INCREMENTAL = {"klaviyo__events": "event_id", "klaviyo__person_campaign_flow": "person_campaign_flow_key",
                "klaviyo__persons": "person_id"}
+# the models built from them, with the figures analysts ask for (revenue per campaign and flow, unique opens and
+# clicks per message) and the comparison with Klaviyo's reports
+ROLLUPS = {"klaviyo__campaigns": "campaign_id", "klaviyo__flows": "flow_id",
+           "klaviyo__message_performance": "message_performance_key", "klaviyo__reconciliation": "reconciliation_key"}
 
 
 def incremental_tables(modelled: Modelled) -> dict[str, list[dict[str, Any]]]:
@@ -57,7 +79,7 @@ def incremental_tables(modelled: Modelled) -> dict[str, list[dict[str, Any]]]:
     row was computed after: a full rebuild computes all rows after the latest one)."""
     tables = {}
     with modelled.pipeline.sql_client() as client:
-        for model, key in {**INCREMENTAL, "klaviyo__campaigns": "campaign_id", "klaviyo__flows": "flow_id"}.items():
+        for model, key in {**INCREMENTAL, **ROLLUPS}.items():
             with client.execute_query(f"select * from {modelled.schema}.{model} order by {key}") as cursor:
                 names = [d[0] for d in cursor.description]
                 tables[model] = [{n: v for n, v in zip(names, row, strict=True) if n != "_processed_through_load_id"}
@@ -71,8 +93,8 @@ def rebuilt(modelled: Modelled) -> dict[str, list[dict[str, Any]]]:
     return incremental_tables(modelled)
 
 
-def test_late_touches_and_rereads_recompute_earlier_events(small_account: Sandbox, tmp_path: Path) -> None:
-    loader = Loader(small_account, dlt.destinations.duckdb(str(tmp_path / "k.duckdb")), tmp_path)
+def test_late_touches_and_rereads_recompute_earlier_events(small_account: Sandbox, small_loader: Loader) -> None:
+    loader = small_loader
     store = small_account._server.store  # type: ignore[union-attr]
     old_clicks = small_account.mutate("add_events", count=6, metric="Clicked Email", offset_seconds=-50 * 3600)
     small_account.mutate("add_events", count=12, metric="Placed Order", offset_seconds=-2 * 3600)

@@ -10,6 +10,9 @@ models (dbt's run_results.json):
   unchanged    an incremental build with nothing new loaded (dbt's own floor: parse, introspection, tests)
   incremental  after 10k new events (half of them late, up to 20 h back) and the loader's 24 h re-read
 
+and then proves the incremental build right: each incremental model (and what is built from one) is hashed, rebuilt
+with --full-refresh over the same tables and hashed again; the hashes must be equal (stamps left out).
+
     .venv/bin/python tests/benchmarks/bench_models.py                 # 1M events (~10 min)
     .venv/bin/python tests/benchmarks/bench_models.py --events 100000 --new-events 1000
 """
@@ -81,6 +84,32 @@ def child_build(workdir: Path, full_refresh: bool) -> None:
                       "test_times": tests, "events": rows, "recomputed": recomputed}), flush=True)
 
 
+# the models an incremental build updates in place, and the rows of each that a full rebuild must reproduce
+COMPARED = {
+    "klaviyo__events": "true", "int_klaviyo__message_person_days": "events > 0", "klaviyo__message_performance": "true",
+    "int_klaviyo__report_tallies": "true", "klaviyo__reconciliation": "true", "klaviyo__person_campaign_flow": "true",
+    "klaviyo__persons": "true", "klaviyo__campaigns": "true", "klaviyo__flows": "true",
+}
+
+
+def model_hashes(workdir: Path) -> dict[str, tuple[int, str]]:
+    """Rows and an md5 over every row (as text, sorted) of each compared model, its stamp left out."""
+    import duckdb
+
+    hashes = {}
+    with duckdb.connect(str(workdir / "bench.duckdb"), read_only=True) as db:
+        for model, rows in COMPARED.items():
+            table = f"klaviyo_analytics.{model}"
+            columns = [c for (c,) in db.execute(
+                "select column_name from information_schema.columns where table_schema = 'klaviyo_analytics' "
+                "and table_name = ? and column_name <> '_processed_through_load_id' order by ordinal_position",
+                [model]).fetchall()]
+            hashes[model] = db.execute(
+                "select count(*), md5(coalesce(string_agg(cast(t as varchar), chr(10) order by cast(t as varchar)),"
+                f" '')) from (select {', '.join(columns)} from {table} where {rows}) as t").fetchone()
+    return hashes
+
+
 def run_build(workdir: Path, full_refresh: bool) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, __file__, "--child", str(workdir), *(["--full-refresh"] if full_refresh else [])],
@@ -118,10 +147,17 @@ def main() -> None:
         seconds = load(workdir, sandbox)
         print(f"loaded {args.new_events:,} new events (and the 24 h re-read) in {seconds:.1f} s", flush=True)
         incremental = run_build(workdir, full_refresh=False)
+        after_incremental = model_hashes(workdir)
+        rebuilt = run_build(workdir, full_refresh=True)
+        after_rebuild = model_hashes(workdir)
+    print("\nincremental build against a full rebuild of the same tables (rows, md5 of the rows):")
+    for model, found in after_incremental.items():
+        verdict = "equal" if found == after_rebuild[model] else f"DIFFERENT (rebuild: {after_rebuild[model]})"
+        print(f"  {model:<34} {found[0]:>9,} rows  {verdict}")
     print("\n| build | events in klaviyo__events | recomputed | wall | / full | models alone | / full | tests alone "
           "| peak RSS |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, r in (("full", full), ("unchanged", unchanged), ("incremental", incremental)):
+    for name, r in (("full", full), ("unchanged", unchanged), ("incremental", incremental), ("rebuild", rebuilt)):
         models, full_models = sum(r["models"].values()), sum(full["models"].values())
         print(f"| {name} | {r['events']:,} | {r['recomputed']:,} | {r['wall']:.1f} s | {r['wall'] / full['wall']:.2f} "
               f"| {models:.1f} s | {models / full_models:.2f} | {r['test_seconds']:.1f} s ({r['tests']}) "

@@ -12,71 +12,12 @@
 {%- set p = klaviyo.loaded('profiles') -%}
 {%- set tolerance = var('klaviyo__reconciliation_tolerance') -%}
 with reports as (
-    select
-        r.*,
-        {{ klaviyo.key(['r.report', 'r.message_id', 'r.send_channel', 'r.conversion_metric_id', 'r.first_day',
-                        'r.end_day']) }} as report_key,
-        coalesce(r.read_at, cast('9999-12-31' as timestamp with time zone)) as cutoff
+    select r.*, {{ klaviyo.report_key('r') }} as report_key
     from {{ ref('stg_klaviyo__message_reports') }} as r
 ),
 
-facts as (
-    select
-        message_id, person_id, metric_id, metric_name, attribution_source, numeric_value, occurred_at, _dlt_load_id,
-        {{ klaviyo.local_date('coalesce(send_at, occurred_at)') }} as send_day
-    from {{ ref('klaviyo__events') }}
-    where message_id is not null
-),
-
--- the facts of each report row; a one-day row (the daily series) joins on its day, so that a message's facts are not
--- joined to each of its days before being filtered
-matched as (
-    {%- for one_day in [true, false] %}
-    select r.report_key, r.conversion_metric_id, r.load_id as report_load_id, f.*
-    from reports as r
-    join facts as f
-        on f.message_id = r.message_id
-        {%- if one_day %}
-        and f.send_day = r.first_day
-        {%- else %}
-        and f.send_day >= r.first_day and f.send_day < r.end_day
-        {%- endif %}
-        and f.occurred_at < r.cutoff
-    where {{ "" if one_day else "not " }}(r.end_day = r.first_day + 1)
-    {{ "union all" if one_day }}
-    {%- endfor %}
-),
-
-own as (
-    select report_key, {{ klaviyo.message_tallies() }}
-    from matched
-    where attribution_source = 'message'
-    group by report_key
-),
-
-conversions as (
-    select
-        report_key,
-        {{ klaviyo.conversion_tallies() }}
-    from matched
-    where attribution_source in ('native', 'session') and metric_id = conversion_metric_id
-    group by report_key
-),
-
-late as (
-    select report_key, count(*) as late_events
-    from matched
-    where _dlt_load_id > report_load_id
-    group by report_key
-),
-
 tallied as (
-    select
-        r.report_key,
-        {{- klaviyo.tallies_or_zero('o', 'c') }}
-    from reports as r
-    left join own as o on o.report_key = r.report_key
-    left join conversions as c on c.report_key = r.report_key
+    select * from {{ ref('int_klaviyo__report_tallies') }}
 ),
 
 ours as (
@@ -185,5 +126,5 @@ select
     end as gap_reason
 from judged as j
 join reports as r on r.report_key = j.report_key
-left join late as l on l.report_key = j.report_key
+join tallied as l on l.report_key = j.report_key
 cross join context as x
