@@ -46,6 +46,9 @@ def test_key_appears_nowhere(loader: Loader, sandbox: Sandbox, caplog: pytest.Lo
 
     monkeypatch.setattr(KlaviyoClient, "get", get)
     texts: list[str] = []
+    # urllib3's own logger too: whatever set its level before (Klaviyo's SDK sets it to WARNING when a test of the
+    # sandbox builds one in the same process) would otherwise hide the request lines this test reads
+    caplog.set_level(logging.DEBUG, logger="urllib3")
     with caplog.at_level(logging.DEBUG):
         loader.run()  # a good run
         sandbox.mutate("add_events", count=10)
