@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import dlt
 from dlt.common.destination.client import RunnableLoadJob
 
 from klaviyo_source import client as client_module
@@ -30,6 +33,11 @@ from klaviyo_source.client import KlaviyoClient, RetryPolicy
 from klaviyo_source.rate_limit import GovernorRegistry
 from pipelines.klaviyo_pipeline import main
 from tests.report_pace import lifted
+
+if TYPE_CHECKING:  # the driver runs as a script too: it does not import the tests' fixtures
+    from tests.integration.conftest import Loader
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def die_on_call(owner: type, name: str, calls: int) -> None:
@@ -71,6 +79,34 @@ def die_inside_job(table: str) -> None:
 def command(cli_args: list[str], kill_at: str | None = None) -> list[str]:
     """The command line that runs the CLI with `cli_args` through this driver."""
     return [sys.executable, "-m", "tests.integration.cli_driver", *([kill_at] if kill_at else []), "--", *cli_args]
+
+
+def start_cli(loader: Loader, *extra: str, name: str | None = None, kill_at: str | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """The CLI in its own process, as a scheduler starts it, on the loader's sandbox, folder and destination
+    (SIGKILLed at `kill_at` if given)."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "SOURCES__KLAVIYO__API_KEY": loader.sandbox.api_key,
+                   "SOURCES__KLAVIYO__BASE_URL": loader.sandbox.base_url, **(env or {})}
+    args = ["--pipeline-name", name or loader.name, "--pipelines-dir", str(loader.workdir / "pipelines"),
+            "--dataset", loader.dataset, "--log-level", "WARNING", *extra]
+    if isinstance(loader.destination, dlt.destinations.postgres):
+        environment["DESTINATION__POSTGRES__CREDENTIALS"] = os.environ["KLAVIYO_TEST_POSTGRES_DSN"]
+        args += ["--destination", "postgres"]
+    else:
+        args += ["--duckdb-file", str(loader.workdir / "klaviyo.duckdb")]
+    return subprocess.Popen(command(args, kill_at), env=environment, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
+    """Waits for a started CLI: its exit status (-9 when killed) and what it wrote to stderr."""
+    _, stderr = process.communicate(timeout=600)
+    return process.returncode, stderr
+
+
+def run_cli(loader: Loader, *extra: str, **options: Any) -> tuple[int, str]:
+    """start_cli, then finish."""
+    return finish(start_cli(loader, *extra, **options))
 
 
 def prepare(moment: str) -> None:

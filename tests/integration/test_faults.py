@@ -8,8 +8,6 @@ destination and the cursors as they were, and the clean rerun to finish the job.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,7 +23,7 @@ from klaviyo_source.errors import KlaviyoAPIError
 from klaviyo_source.failures import root_cause
 from klaviyo_source.rows import parse_exact
 from klaviyo_source.sandbox import Sandbox
-from tests.integration.cli_driver import command
+from tests.integration.cli_driver import run_cli
 from tests.integration.conftest import (
     REPORT_TABLES,
     SHORT_REPORT_HISTORY,
@@ -37,8 +35,6 @@ from tests.integration.conftest import (
     duckdb_loader,
     settle,
 )
-
-REPO = Path(__file__).resolve().parents[2]
 
 # Rate limits far below what the governor expects (Klaviyo's published tiers): it learns of them only
 # from 429 answers, so every burst of the run is throttled and must wait for Retry-After.
@@ -155,16 +151,6 @@ def process_sandbox() -> Iterator[Sandbox]:
         yield sb
 
 
-def run_cli(loader: Loader, kill_at: str | None = None, *extra: str) -> subprocess.CompletedProcess[str]:
-    """The CLI in its own process, as a scheduler starts it; with kill_at, SIGKILLed at that moment."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SOURCES__KLAVIYO__API_KEY": loader.sandbox.api_key,
-           "SOURCES__KLAVIYO__BASE_URL": loader.sandbox.base_url, **SHORT_REPORT_HISTORY}
-    args = ["--pipeline-name", loader.name, "--pipelines-dir", str(loader.workdir / "pipelines"),
-            "--duckdb-file", str(loader.workdir / "klaviyo.duckdb"), "--dataset", loader.dataset,
-            "--log-level", "WARNING", *extra]
-    return subprocess.run(command(args, kill_at), env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.parametrize(
     ("kill_at", "incremental"),
     [("extract:6", False), ("load:4", False), ("extract:4", True), ("load:6", True),
@@ -179,17 +165,17 @@ def test_sigkill_then_rerun_loses_and_doubles_nothing(
     loader = duckdb_loader(process_sandbox, tmp_path)
     rows = runs = 0
     if incremental:
-        assert run_cli(loader).returncode == 0
+        assert run_cli(loader, env=SHORT_REPORT_HISTORY)[0] == 0
         rows, runs = sum(assert_matches_ground_truth(loader).values()), 1
         change_the_account(process_sandbox)
     before = cursors(loader) if incremental else {}
-    killed = run_cli(loader, kill_at)
-    assert killed.returncode == -9, killed.stderr
+    status, stderr = run_cli(loader, kill_at=kill_at, env=SHORT_REPORT_HISTORY)
+    assert status == -9, stderr
     if kill_at.startswith("extract"):
         # killed before anything was committed: the destination and the cursors are as they were
         assert (cursors(loader) if incremental else {}) == before
-    result = run_cli(loader)
-    assert result.returncode == 0, result.stderr
+    status, stderr = run_cli(loader, env=SHORT_REPORT_HISTORY)
+    assert status == 0, stderr
     assert_cursors_moved_by(before, cursors(loader), datetime.now(timezone.utc))
     rows += sum(assert_matches_ground_truth(loader).values())
     with capsys.disabled():
@@ -207,12 +193,12 @@ def test_sigkill_during_a_chunked_first_load_resumes_at_the_last_chunk(
     # a few chains per table, so that the first chunks take only a few pages each and a kill at the 12th page
     # falls after the first chunk was committed (by default a first load plans dozens of windows per table)
     chunked = ("--start-date", start.isoformat(), "--chunk-days", "365", "--concurrency", "2")
-    killed = run_cli(loader, kill_at, *chunked)
-    assert killed.returncode == -9, killed.stderr
+    status, stderr = run_cli(loader, *chunked, kill_at=kill_at, env=SHORT_REPORT_HISTORY)
+    assert status == -9, stderr
     committed = cursors(loader)
     assert committed and min(committed.values()) > start, "no chunk was committed before the kill"
-    result = run_cli(loader, None, *chunked)
-    assert result.returncode == 0, result.stderr
+    status, stderr = run_cli(loader, *chunked, env=SHORT_REPORT_HISTORY)
+    assert status == 0, stderr
     assert_cursors_moved_by(committed, cursors(loader), datetime.now(timezone.utc))
     rows = sum(assert_matches_ground_truth(loader).values())
     with capsys.disabled():

@@ -18,11 +18,10 @@ from klaviyo_source.housekeeping import folder_size
 from klaviyo_source.locks import FileLock
 from klaviyo_source.sandbox import Sandbox
 from klaviyo_source.scheduling import KEEP_PACKAGES
-from tests.integration.cli_driver import command
+from tests.integration.cli_driver import finish, run_cli, start_cli
 from tests.integration.conftest import SIZES, Loader, assert_matches_ground_truth, drop_dataset, duckdb_loader
 from tests.integration.test_faults import change_the_account
 
-REPO = Path(__file__).resolve().parents[2]
 EXIT_LOCKED = 75
 
 
@@ -44,31 +43,6 @@ def make_loader(kind: str, sandbox: Sandbox, tmp_path: Path) -> Loader:
     if kind == "duckdb":
         return duckdb_loader(sandbox, tmp_path)
     return Loader(sandbox, dlt.destinations.postgres(postgres_dsn()), tmp_path)
-
-
-def start_cli(loader: Loader, *extra: str, name: str | None = None, kill_at: str | None = None,
-              env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """The CLI in its own process, as a scheduler starts it (SIGKILLed at `kill_at` if given)."""
-    environment = {**os.environ, "PYTHONPATH": str(REPO), "SOURCES__KLAVIYO__API_KEY": loader.sandbox.api_key,
-                   "SOURCES__KLAVIYO__BASE_URL": loader.sandbox.base_url, **(env or {})}
-    args = ["--pipeline-name", name or loader.name, "--pipelines-dir", str(loader.workdir / "pipelines"),
-            "--dataset", loader.dataset, "--log-level", "WARNING", *extra]
-    if isinstance(loader.destination, dlt.destinations.postgres):
-        environment["DESTINATION__POSTGRES__CREDENTIALS"] = postgres_dsn()
-        args += ["--destination", "postgres"]
-    else:
-        args += ["--duckdb-file", str(loader.workdir / "klaviyo.duckdb")]
-    return subprocess.Popen(command(args, kill_at), env=environment, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
-    _, stderr = process.communicate(timeout=600)
-    return process.returncode, stderr
-
-
-def run_cli(loader: Loader, *extra: str, **options: str) -> tuple[int, str]:
-    return finish(start_cli(loader, *extra, **options))
 
 
 # What a pipeline folder keeps after a run (the last load package, dlt's trace) differs a little from run to run:

@@ -25,6 +25,7 @@ import pytest
 from klaviyo_source.housekeeping import folder_size
 from klaviyo_source.sandbox import Sandbox
 from klaviyo_source.scheduling import KEEP_PACKAGES
+from tests.integration.cli_driver import finish, run_cli, start_cli
 from tests.integration.conftest import SIZES, Loader, assert_matches_ground_truth
 from tests.integration.test_faults import change_the_account
 from tests.integration.test_scheduling import (
@@ -32,10 +33,7 @@ from tests.integration.test_scheduling import (
     assert_folder_kept,
     assert_locked_out,
     drop_dataset,
-    finish,
     make_loader,
-    run_cli,
-    start_cli,
 )
 
 TRANSIENT = [{"kind": "status", "status": 503, "probability": 0.05}, {"kind": "reset", "probability": 0.05},
