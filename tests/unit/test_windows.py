@@ -5,7 +5,7 @@ from itertools import pairwise
 
 import pytest
 
-from klaviyo_source.windows import Plan, Window, klaviyo_time, parse_instant, plan
+from klaviyo_source.windows import SPECULATIVE_PIECES, Plan, Window, klaviyo_time, parse_instant, plan
 
 UTC = timezone.utc
 
@@ -127,3 +127,23 @@ def test_nothing_is_split_at_one_page_ahead_nor_after_the_last_page() -> None:
     assert taken is not None and taken.key == a.key
     spans.close(b)
     assert spans.steal() is None  # a's part is one page now, the taken part one page too
+
+
+def test_a_bursts_pieces_grow_so_that_a_fading_burst_is_covered_in_one_round() -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    spans = Plan(page_size=1000)
+    (span,) = spans.add([Window(t0, t0 + timedelta(days=30))])
+    spans.read(span, t0, t0 + timedelta(days=20), 1000, 1000)  # sparse: 50 rows a day
+    burst = t0 + timedelta(days=20, seconds=100)
+    spans.read(span, t0 + timedelta(days=20), burst, 1000, 1000)  # 1,000 rows in 100 s
+    cut = [spans.steal() for _ in range(SPECULATIVE_PIECES)]
+    assert all(piece is not None for piece in cut)
+    pieces = [span, *[p for p in cut if p is not None]]
+    widths = [(p.hi - (p.at or p.lo)).total_seconds() for p in pieces[:-1]]  # the last holds the rest
+    assert widths[0] == 100  # a page's worth at the density seen
+    assert all(b >= 1.2 * a for a, b in pairwise(widths))  # each next piece wider
+    assert sum(widths) > 20 * 100  # more than the 24 pages that pieces of one page each would cover
+    assert all(a.hi == b.lo for a, b in pairwise(pieces[1:]))
+    spans.read(pieces[-1], pieces[-1].lo, pieces[-1].lo + timedelta(seconds=50), 1000, 1000)  # denser still
+    again = spans.steal()
+    assert again is not None and again.lo == pieces[-1].lo + timedelta(seconds=100)  # a page at the new density
