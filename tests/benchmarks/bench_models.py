@@ -102,7 +102,8 @@ def model_hashes(workdir: Path) -> dict[str, tuple[int, str]]:
             table = f"klaviyo_analytics.{model}"
             columns = [c for (c,) in db.execute(
                 "select column_name from information_schema.columns where table_schema = 'klaviyo_analytics' "
-                "and table_name = ? and column_name <> '_processed_through_load_id' order by ordinal_position",
+                "and table_name = ? and column_name not in ('_processed_through_load_id', '_changed_through_load_id') "
+                "order by ordinal_position",
                 [model]).fetchall()]
             hashes[model] = db.execute(
                 "select count(*), md5(coalesce(string_agg(cast(t as varchar), chr(10) order by cast(t as varchar)),"

@@ -30,7 +30,7 @@ with reports as (
 touched as (
     select distinct message_id, day
     from {{ ref('int_klaviyo__message_person_days') }}
-    where coalesce(_processed_through_load_id, '~') > {{ klaviyo.watermark() }}
+    where coalesce(_changed_through_load_id, '~') > {{ klaviyo.watermark() }}
 ),
 
 scope as (

@@ -49,7 +49,7 @@ redescribed as (
 touched as (
     select distinct message_id, coalesce(variation_id, '') as variation_key, day
     from {{ ref('int_klaviyo__message_person_days') }}
-    where coalesce(_processed_through_load_id, '~') > {{ klaviyo.watermark() }}
+    where coalesce(_changed_through_load_id, '~') > {{ klaviyo.watermark() }}
 ),
 
 -- every message when the conversion metrics changed (one loaded since, renamed, no longer a conversion metric)
