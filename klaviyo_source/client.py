@@ -127,7 +127,8 @@ class _Notices:
 # are decoded on two threads of their own, one page each at a time (two: their GIL-free moments,
 # decompression and socket reads, are still used). One pair for the process: the CPU is shared by every
 # endpoint and source.
-DECODER = ThreadPoolExecutor(2, thread_name_prefix="page-decoder")
+DECODERS = 2
+DECODER = ThreadPoolExecutor(DECODERS, thread_name_prefix="page-decoder")
 
 
 class KlaviyoClient:
@@ -369,6 +370,7 @@ def _decode(
 
     def receive() -> tuple[Document, CheckedPage | None, tuple[str, type[KlaviyoAPIError]] | None]:
         governor.hold(-1)
+        started = time.monotonic()
         try:
             body = response.content
         except TRANSIENT as exc:
@@ -376,7 +378,9 @@ def _decode(
         finally:
             in_use(-1)  # read (or broken): the connection is back in the pool
         governor.sized(len(body))
-        return _read(body, decode, check)
+        read = _read(body, decode, check)
+        governor.decoded(time.monotonic() - started)
+        return read
 
     governor.hold(+1)
     return DECODER.submit(receive).result()

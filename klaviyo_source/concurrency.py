@@ -41,9 +41,10 @@ YOUNG_GC_THRESHOLD = 50_000
 # allows about 120 such pages: 60 pages a second (Klaviyo's steady limit for events) at 2 s per answer.
 MEMORY_BUDGET = 192 * 2**20
 RESULTS_BUFFERED = 16  # pages handed over but not yet taken by the consumer
-# Answers in hand that wait for the CPU (or for the consumer) before an endpoint sends no more requests:
-# when our side is the bottleneck, more requests in flight only hold more pages in memory, and the time
-# they wait makes Klaviyo's answers look slower than they are.
+# Answers in hand that wait for the CPU (or for the consumer) before an endpoint sends no more requests, at
+# least: when our side is the bottleneck, more requests in flight only hold more pages in memory. An
+# endpoint's `patience` raises it to what the CPU gets through while a new request is answered (see
+# Governor.patience); bodies wait in their sockets meanwhile, and the memory budget bounds the slots anyway.
 ANSWERS_WAITING = 4
 
 
@@ -134,10 +135,12 @@ class Slots:
         budget: Budget,
         cap: int | None = None,
         waiting: Callable[[], int] = lambda: 0,
+        patience: Callable[[], int] = lambda: ANSWERS_WAITING,
     ) -> None:
         self._target = target
         self._page_bytes = page_bytes
         self._waiting = waiting  # answers in hand waiting for the CPU
+        self._patience = patience  # how many of them may wait before the endpoint asks for more
         self.budget = budget
         self.cap = cap
         self.busy = 0
@@ -158,7 +161,7 @@ class Slots:
 
     def _backlogged(self) -> bool:
         """Our side is the bottleneck: pages are in hand that the CPU or the consumer has not got to yet."""
-        return self._waiting() + self.stalled >= ANSWERS_WAITING
+        return self._waiting() + self.stalled >= max(ANSWERS_WAITING, self._patience())
 
     def acquire(self, stop: threading.Event) -> int | None:
         """Waits for a slot; the bytes it reserved, or None when `stop` was set meanwhile."""

@@ -76,6 +76,7 @@ class Governor:
         self.latency: float | None = None  # Klaviyo's own time to answer, without queueing (see _pace)
         self.knee: float | None = None  # requests on the wire at which answers take twice as long
         self.page_bytes: float | None = None  # running average of an answer's size (decompressed)
+        self.decode_seconds: float | None = None  # running average of the time to read and check an answer
         self.throttles = 0  # 429 answers seen
         self.in_hand = 0  # answers received and waiting for a turn at the CPU
         self._backoff = 1.0  # share of the in-flight target; halved by each 429, regained answer by answer
@@ -185,6 +186,25 @@ class Governor:
         with self._lock:
             self.page_bytes = float(size) if self.page_bytes is None else (
                 self.page_bytes + SIZE_WEIGHT * (size - self.page_bytes))
+
+    def decoded(self, seconds: float) -> None:
+        """An answer took `seconds` to read, parse and check (on a decoder thread)."""
+        with self._lock:
+            self.decode_seconds = seconds if self.decode_seconds is None else (
+                self.decode_seconds + SIZE_WEIGHT * (seconds - self.decode_seconds))
+
+    def patience(self, decoders: int) -> int:
+        """Answers in hand that may wait for the CPU before this endpoint asks for more: as many as `decoders`
+        threads get through while a new request is answered (at least one).
+
+        A fixed few (4) made chains wait until the CPU had caught up, and then for a whole latency with the CPU
+        idle: at 1 s per answer every catch-up left a gap of a second (requests in flight averaged 40 of the
+        100 allowed). Sent earlier, the next answers arrive as the CPU gets to them.
+        """
+        with self._lock:
+            if self.latency is None or not self.decode_seconds:
+                return 1
+            return max(1, math.floor(decoders * self.latency / self.decode_seconds))
 
     def hold(self, change: int) -> None:
         """An answer of this endpoint starts (+1) or stops (-1) waiting for a turn at the CPU."""

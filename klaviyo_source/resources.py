@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from dlt.extract.resource import DltResource
 
 from klaviyo_source import set_aside
-from klaviyo_source.client import KlaviyoClient, Page
+from klaviyo_source.client import DECODERS, KlaviyoClient, Page
 from klaviyo_source.concurrency import Budget, Slots, Task, TaskPool
 from klaviyo_source.endpoints import BY_TABLE, ENDPOINTS, PREDICTIVE_TIER, Endpoint, Mode, Report
 from klaviyo_source.errors import InvalidRecordError, KlaviyoAPIError, MissingScopeError, RunCancelled
@@ -203,7 +203,8 @@ class EndpointReader:
             params.pop("include", None)
         self.params = {name: value for name, value in params.items() if endpoint.sends(name, ctx.revision)}
         self.governor: Governor = ctx.governors.get(key, tier)
-        self.slots = Slots(self._inflight, self._page_bytes, ctx.budget, ctx.concurrency, self._in_hand)
+        self.slots = Slots(self._inflight, self._page_bytes, ctx.budget, ctx.concurrency, self._in_hand,
+                           self._patience)
         self.progress = Progress(name or endpoint.table, self.governor, self.slots)
         # Collections become checked tables; report answers are checked by reports.py, and a check's answer
         # is one object, not a page of records.
@@ -220,6 +221,9 @@ class EndpointReader:
 
     def _in_hand(self) -> int:
         return self.governor.in_hand
+
+    def _patience(self) -> int:
+        return self.governor.patience(DECODERS)
 
     def _page_bytes(self) -> float:
         size = self.governor.page_bytes or (self.ep.page_size or 100) * RECORD_BYTES

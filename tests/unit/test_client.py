@@ -58,6 +58,9 @@ class StubGovernor:
     def hold(self, change: int) -> None:
         self.in_hand += change
 
+    def decoded(self, seconds: float) -> None:
+        pass
+
     def throttled(self, retry_after: float) -> None:
         self.waits.append(retry_after)
 

@@ -174,3 +174,18 @@ def test_latency_that_does_not_grow_with_the_load_sets_no_knee(clock: FakeClock)
         answer(governor, 1.0 + (0.001 if wire % 20 else 0.0), wire)
     assert governor.knee is None or governor.knee > 1000
     assert governor.inflight() == 75 + 1
+
+
+def test_answers_may_wait_for_the_cpu_as_long_as_a_new_request_takes(clock: FakeClock) -> None:
+    governor = Governor(Tier(burst=350, steady=3500), clock=clock)
+    assert governor.patience(2) == 1  # nothing known yet: the caller's minimum applies
+    for _ in range(20):
+        answer(governor, 1.0)
+        governor.decoded(0.025)
+    assert governor.patience(2) == 80  # two decoders get through 80 answers while a new one is on its way
+    for _ in range(64):
+        answer(governor, 0.1)
+    assert governor.patience(2) == 8
+    for _ in range(100):
+        governor.decoded(1.0)  # a slow CPU: no answer needs to wait for it
+    assert governor.patience(2) == 1
