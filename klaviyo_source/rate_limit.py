@@ -3,16 +3,18 @@
 Klaviyo counts requests per account and endpoint in two fixed windows, a 1-second burst window and a
 60-second steady window; going over either answers 429. Retrying after 429s wastes requests and, with
 many threads, turns into a storm, so requests wait here *before* they are sent: the governor counts them
-in the same windows Klaviyo uses, keeps a configurable share of the quota for the account's other
-integrations, lowers its budget when `RateLimit-Remaining` says others are using it, and stops every
-thread for `Retry-After` seconds when Klaviyo throttles anyway. No library does fixed-window,
-header-fed, shared throttling of this kind, hence this module.
+so that no window Klaviyo counts in can overflow however late they arrive (the burst window slides), keeps
+a configurable share of the quota for the account's other integrations, lowers its budget when
+`RateLimit-Remaining` says others are using it, and stops every thread for `Retry-After` seconds when
+Klaviyo throttles anyway. No library does arrival-safe, header-fed, shared throttling of this kind, hence
+this module.
 
 The governor also knows the pace of its endpoint, so it says how many requests are worth having in flight
 (`inflight`): the rate Klaviyo allows times the time an answer takes. One request at a time gets one page per
 latency; at 1 s per answer that is 1 of the 75 requests a second profiles may have. The rate is the burst
-allowance while the minute's budget lasts (the fastest schedule under fixed windows is to spend the budget at
-once), never more than is left of that budget (others' use included), and halved after each 429.
+allowance while the minute's budget lasts (the fastest schedule under Klaviyo's windows is to spend the budget
+as fast as the burst window allows), never more than is left of that budget (others' use included), and
+halved after each 429.
 """
 
 from __future__ import annotations
@@ -27,9 +29,18 @@ from klaviyo_source.endpoints import Tier
 
 BURST_SECONDS = 1.0
 STEADY_SECONDS = 60.0
-# Klaviyo counts a request when it arrives, not when we send it. A request sent just before a window ends
-# may be counted in the next window, so those are charged to both (see `margin`). Measured without this:
-# 2% of 1,000 member requests answered 429 at 100 ms latency, all at window edges.
+# Klaviyo counts a request when it arrives, not when we send it, and the time between the two is unknown (at
+# most the time to the answer). Counted by the clock second of sending, requests sent in the last part of a
+# second may land in the next; charging them to both (as the steady window does, see `margin`) cost a third
+# of the burst allowance at 1 s per answer (measured: 60 of 75 profile requests a second). So the burst window
+# slides: no more than the allowance in any BURST_SECONDS + `jitter` of sending, which no arrival window can
+# then exceed whatever the delay, as long as the delay varies by less than `jitter`. A 429 doubles it. Requests
+# are also spread evenly through the window rather than sent at once: arrivals that come all together vary more
+# (the server's threads take turns), which cost 429s at 2 s per answer on the sandbox; paced, none.
+JITTER = 0.1
+MAX_JITTER = 0.5
+# The steady window is counted by the clock minute: requests sent within `margin` of its end count in both.
+# Measured without this: 2% of 1,000 member requests answered 429 at 100 ms latency, all at window edges.
 INITIAL_MARGIN = 0.25
 MAX_MARGIN = 0.5
 # Before the first answer the latency is unknown: assume a second (a large Klaviyo page), so that a first load
@@ -48,10 +59,10 @@ RECOVERY = 0.02  # of the in-flight share regained per answer after a 429 halved
 class Governor:
     """Admits requests so that neither Klaviyo window is exceeded.
 
-    Windows are aligned to the clock (whole seconds, whole minutes), as Klaviyo's fixed windows are;
-    `observe()` corrects the steady window from the headers when the server disagrees. `margin` is a slowly
-    decaying maximum of the time from admission to answer (capped): requests admitted that close to a
-    window's end also count against the next window.
+    The burst window slides (see JITTER). The steady window is aligned to the clock minute, as Klaviyo's is;
+    `observe()` corrects it from the headers when the server disagrees. `margin` is a slowly decaying maximum
+    of the time from admission to answer (capped): requests admitted that close to the minute's end also count
+    against the next one.
     """
 
     def __init__(self, tier: Tier, share: float = 1.0, clock: Callable[[], float] = time.time) -> None:
@@ -59,14 +70,13 @@ class Governor:
         self.steady_cap = max(1, math.floor(tier.steady * share))
         self._clock = clock
         self._lock = threading.Lock()
-        self._burst_start = -1.0
-        self._burst_used = 0
+        self._burst: deque[float] = deque()  # when the requests of the sliding burst window were admitted
+        self.jitter = JITTER
         self._steady_start = -1.0
         self._steady_end = -1.0
         self._steady_used = 0
         self._blocked_until = 0.0
-        self._burst_carry = 0  # admitted near the end of the current window: also charged to the next
-        self._steady_carry = 0
+        self._steady_carry = 0  # admitted near the end of the current minute: also charged to the next
         self._sent = threading.local()  # when this thread's request was admitted
         self.margin = INITIAL_MARGIN
         self.waited = 0.0  # seconds threads spent waiting here, for progress reports
@@ -82,10 +92,8 @@ class Governor:
         self._backoff = 1.0  # share of the in-flight target; halved by each 429, regained answer by answer
 
     def _roll(self, now: float) -> None:
-        burst_start = math.floor(now / BURST_SECONDS) * BURST_SECONDS
-        if burst_start != self._burst_start:
-            carried = self._burst_carry if burst_start == self._burst_start + BURST_SECONDS else 0
-            self._burst_start, self._burst_used, self._burst_carry = burst_start, carried, 0
+        while self._burst and self._burst[0] <= now - BURST_SECONDS - self.jitter:
+            self._burst.popleft()
         if now >= self._steady_end:
             carried = self._steady_carry if now < self._steady_end + STEADY_SECONDS else 0
             self._steady_start = math.floor(now / STEADY_SECONDS) * STEADY_SECONDS
@@ -103,24 +111,28 @@ class Governor:
                 now = self._clock()
                 if now >= self._blocked_until:
                     self._roll(now)
-                    if self._steady_used < self.steady_cap and self._burst_used < self.burst_cap:
+                    paced = not self._burst or now >= self._burst[-1] + self._spacing()
+                    if self._steady_used < self.steady_cap and len(self._burst) < self.burst_cap and paced:
                         self._steady_used += 1
-                        self._burst_used += 1
-                        if now >= self._burst_start + BURST_SECONDS - self.margin:
-                            self._burst_carry += 1
+                        self._burst.append(now)
                         if now >= self._steady_end - self.margin:
                             self._steady_carry += 1
                         self._sent.at = now
                         return
                     if self._steady_used >= self.steady_cap:
                         wake = self._steady_end
+                    elif len(self._burst) >= self.burst_cap:  # the oldest request of the sliding window leaves it
+                        wake = self._burst[0] + BURST_SECONDS + self.jitter
                     else:
-                        wake = self._burst_start + BURST_SECONDS
+                        wake = self._burst[-1] + self._spacing()
                 else:
                     wake = self._blocked_until
                 delay = max(wake - now, 0.001)
                 self.waited += delay
             sleep(delay)
+
+    def _spacing(self) -> float:
+        return (BURST_SECONDS + self.jitter) / self.burst_cap
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Feeds `RateLimit-Limit/Remaining/Reset` of a normal answer into the steady window."""
@@ -163,6 +175,7 @@ class Governor:
             self._steady_end = min(self._steady_end, until)
             self.throttles += 1
             self._backoff = max(0.05, self._backoff / 2)
+            self.jitter = min(MAX_JITTER, 2 * self.jitter)
 
     def sent(self) -> int:
         """A request goes out; the requests of this endpoint now on the wire (for `returned`)."""
