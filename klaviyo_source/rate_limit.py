@@ -34,10 +34,13 @@ STEADY_SECONDS = 60.0
 # second may land in the next; charging them to both (as the steady window does, see `margin`) cost a third
 # of the burst allowance at 1 s per answer (measured: 60 of 75 profile requests a second). So the burst window
 # slides: no more than the allowance in any BURST_SECONDS + `jitter` of sending, which no arrival window can
-# then exceed whatever the delay, as long as the delay varies by less than `jitter`. A 429 doubles it. Requests
-# are also spread evenly through the window rather than sent at once: arrivals that come all together vary more
-# (the server's threads take turns), which cost 429s at 2 s per answer on the sandbox; paced, none.
-JITTER = 0.1
+# then exceed whatever the delay, as long as the delay varies by less than `jitter`. Requests are also spread
+# evenly through the window rather than sent at once: arrivals that come all together vary more (the server's
+# threads take turns), which cost 429s at 2 s per answer on the sandbox; paced, none. The jitter allowance is a
+# share of the latency (more requests are out, and each travels longer, the slower answers are): a fixed 0.1 s
+# cost segment members a tenth of their rate at 100 ms per answer. A 429 doubles it.
+JITTER_PER_SECOND = 0.05
+MIN_JITTER = 0.01
 MAX_JITTER = 0.5
 # The steady window is counted by the clock minute: requests sent within `margin` of its end count in both.
 # Measured without this: 2% of 1,000 member requests answered 429 at 100 ms latency, all at window edges.
@@ -59,7 +62,7 @@ RECOVERY = 0.02  # of the in-flight share regained per answer after a 429 halved
 class Governor:
     """Admits requests so that neither Klaviyo window is exceeded.
 
-    The burst window slides (see JITTER). The steady window is aligned to the clock minute, as Klaviyo's is;
+    The burst window slides (see JITTER_PER_SECOND). The steady window is aligned to the clock minute, as Klaviyo's is;
     `observe()` corrects it from the headers when the server disagrees. `margin` is a slowly decaying maximum
     of the time from admission to answer (capped): requests admitted that close to the minute's end also count
     against the next one.
@@ -71,7 +74,7 @@ class Governor:
         self._clock = clock
         self._lock = threading.Lock()
         self._burst: deque[float] = deque()  # when the requests of the sliding burst window were admitted
-        self.jitter = JITTER
+        self._jitter_scale = 1.0  # doubled by each 429
         self._steady_start = -1.0
         self._steady_end = -1.0
         self._steady_used = 0
@@ -131,6 +134,12 @@ class Governor:
                 self.waited += delay
             sleep(delay)
 
+    @property
+    def jitter(self) -> float:
+        """Seconds by which the delay to Klaviyo may vary between requests (see JITTER_PER_SECOND)."""
+        seconds = self.latency if self.latency is not None else DEFAULT_LATENCY
+        return min(MAX_JITTER, max(MIN_JITTER, JITTER_PER_SECOND * seconds) * self._jitter_scale)
+
     def _spacing(self) -> float:
         return (BURST_SECONDS + self.jitter) / self.burst_cap
 
@@ -175,7 +184,7 @@ class Governor:
             self._steady_end = min(self._steady_end, until)
             self.throttles += 1
             self._backoff = max(0.05, self._backoff / 2)
-            self.jitter = min(MAX_JITTER, 2 * self.jitter)
+            self._jitter_scale = min(2 * self._jitter_scale, MAX_JITTER / MIN_JITTER)
 
     def sent(self) -> int:
         """A request goes out; the requests of this endpoint now on the wire (for `returned`)."""

@@ -97,12 +97,12 @@ def test_no_arrival_second_gets_more_than_the_burst_whatever_the_delay(clock: Fa
         clock.now += 0.013 * (k % 7)  # requests come in unevenly
         governor.acquire()
         sent.append(clock.now)
-    for spread in (0.0, rate_limit.JITTER * 0.9):
+    for spread in (0.0, governor.jitter * 0.9):
         arrivals = [t + delay + spread * (k % 2) for k, t in enumerate(sent)]
         per_second = Counter(math.floor(t) for t in arrivals)
         assert max(per_second.values()) <= 5, (spread, per_second)
     # and the allowance is used: 60 requests take 12 sliding windows, evenly paced through each
-    assert sent[-1] - sent[0] < 12 * (1 + rate_limit.JITTER)
+    assert sent[-1] - sent[0] < 12 * (1 + governor.jitter)
 
 
 def test_requests_are_paced_through_the_window(clock: FakeClock) -> None:
@@ -115,14 +115,21 @@ def test_requests_are_paced_through_the_window(clock: FakeClock) -> None:
         governor.acquire()
         sent.append(clock.now)
     gaps = [b - a for a, b in itertools.pairwise(sent)]
-    assert min(gaps) >= (1 + rate_limit.JITTER) / 4 - 1e-9
+    assert min(gaps) >= (1 + governor.jitter) / 4 - 1e-9
 
 
-def test_a_429_widens_the_sliding_window(clock: FakeClock) -> None:
+def test_the_jitter_allowance_follows_the_latency_and_doubles_with_each_429(clock: FakeClock) -> None:
     governor = Governor(Tier(burst=2, steady=1000), clock=clock)
+    assert governor.jitter == rate_limit.JITTER_PER_SECOND * rate_limit.DEFAULT_LATENCY  # no answer yet
+    for _ in range(20):
+        answer(governor, 2.0)
+    assert governor.jitter == pytest.approx(2.0 * rate_limit.JITTER_PER_SECOND)
+    for _ in range(80):
+        answer(governor, 0.05)
+    assert governor.jitter == rate_limit.MIN_JITTER
     governor.throttled(0)
-    assert governor.jitter == 2 * rate_limit.JITTER
-    for _ in range(10):
+    assert governor.jitter == 2 * rate_limit.MIN_JITTER
+    for _ in range(20):
         governor.throttled(0)
     assert governor.jitter == rate_limit.MAX_JITTER
 
