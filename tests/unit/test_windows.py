@@ -147,18 +147,3 @@ def test_a_bursts_pieces_grow_so_that_a_fading_burst_is_covered_in_one_round() -
     spans.read(pieces[-1], pieces[-1].lo, pieces[-1].lo + timedelta(seconds=50), 1000, 1000)  # denser still
     again = spans.steal()
     assert again is not None and again.lo == pieces[-1].lo + timedelta(seconds=100)  # a page at the new density
-
-
-
-def test_in_the_last_round_trip_spans_are_split_from_part_of_a_page() -> None:
-    t0 = datetime(2025, 1, 1, tzinfo=UTC)
-    hour = timedelta(hours=1)
-    spans = Plan(page_size=100)
-    (span,) = spans.add([Window(t0, t0 + 1.8 * hour)], key="a")
-    spans.read(span, t0, t0 + hour, 100, 100)  # 100 rows an hour: 80 ahead, under a page
-    assert spans.steal() is None  # mid-run: a span thought to hold less than a page is read whole
-    assert spans.steal(last_round=0.5) is None  # more rows ahead than a round trip gets through: not the last
-    taken = spans.steal(last_round=1)  # the last round trip: 40 and 40 rows side by side
-    assert taken is not None and taken.key == "a"
-    assert (span.hi, taken.lo, taken.hi) == (t0 + 1.4 * hour, t0 + 1.4 * hour, t0 + 1.8 * hour)
-    assert spans.steal(last_round=1) is None  # 40 rows ahead each: under END_PAGES
