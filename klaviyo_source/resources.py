@@ -497,8 +497,8 @@ class EndpointReader:
                     if not len(cursors):
                         yield from self._items(page, part)  # records set aside, if any
                         return
-                    hi = spans.hi(span)
                     last = cursors[-1].as_py()
+                    hi = spans.reach(span, last)
                     more = page.next is not None and last < hi
                     size = len(cursors) if more else None
                     if ep.strict_lower or hi < sent.hi:

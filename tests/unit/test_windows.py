@@ -147,3 +147,19 @@ def test_a_bursts_pieces_grow_so_that_a_fading_burst_is_covered_in_one_round() -
     spans.read(pieces[-1], pieces[-1].lo, pieces[-1].lo + timedelta(seconds=50), 1000, 1000)  # denser still
     again = spans.steal()
     assert again is not None and again.lo == pieces[-1].lo + timedelta(seconds=100)  # a page at the new density
+
+
+def test_a_split_never_cuts_below_the_page_a_chain_holds() -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    spans = Plan(page_size=100)
+    (span,) = spans.add([Window(t0, t0 + 2.8 * hour)], key="a")
+    spans.read(span, t0, t0 + hour, 100, 100)  # 100 rows an hour: 180 ahead
+    # the next page has arrived, up to 2 h, and is being filtered to where the window ends now; an idle chain
+    # splits the window before the page is recorded: halving from the last recorded row (1 h) would cut at 1.9 h,
+    # inside the page in hand, and the rows from 1.9 h to 2 h would be read twice
+    hi = spans.reach(span, t0 + 2 * hour)
+    assert hi == t0 + 2.8 * hour
+    taken = spans.steal()
+    assert taken is None or taken.lo > t0 + 2 * hour
+    assert span.hi >= t0 + 2 * hour
