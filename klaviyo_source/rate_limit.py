@@ -233,6 +233,18 @@ class Governor:
         with self._lock:
             self.in_hand += change
 
+    def last_round_pages(self) -> float | None:
+        """Answers this endpoint gets through in one round trip when Klaviyo's burst rate is what holds it back
+        (the rate x the latency); None when our own pace of reading answers is slower than that rate, or before
+        the first answers (see windows.END_PAGES)."""
+        with self._lock:
+            if self.latency is None or not self.decode_seconds:
+                return None
+            rate = self.burst_cap / (BURST_SECONDS + self.jitter)
+            if rate > 1.0 / self.decode_seconds:
+                return None
+            return rate * self.latency
+
     def inflight(self, latency: float | None = None) -> int:
         """Requests worth having in flight now: allowed rate x latency, within what is left of the minute.
 

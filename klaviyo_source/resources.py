@@ -357,7 +357,7 @@ class EndpointReader:
             return
 
         def steal() -> Task[Any] | None:
-            span = spans.steal()
+            span = spans.steal(self.governor.last_round_pages())
             return self._span_task(spans, span) if span is not None else None
 
         pool: TaskPool[Any] = TaskPool(MAX_CHAINS, self.slots, steal if self.ep.cursor else None,

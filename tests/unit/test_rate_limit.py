@@ -226,3 +226,16 @@ def test_answers_may_wait_for_the_cpu_as_long_as_a_new_request_takes(clock: Fake
     for _ in range(100):
         governor.decoded(1.0)  # a slow CPU: no answer needs to wait for it
     assert governor.patience(2) == 1
+
+
+def test_the_last_round_counts_only_where_klaviyos_rate_sets_the_pace(clock: FakeClock) -> None:
+    governor = Governor(Tier(burst=75, steady=750), clock=clock)
+    assert governor.last_round_pages() is None  # nothing answered yet
+    for _ in range(20):
+        answer(governor, 1.0)
+        governor.decoded(0.01)  # we read 100 answers a second: the 75 a second Klaviyo allows set the pace
+    rounds = governor.last_round_pages()
+    assert rounds is not None and 70 < rounds < 75  # the burst less its jitter allowance, times 1 s
+    for _ in range(100):
+        governor.decoded(0.05)  # 20 a second: our CPU sets the pace, splitting would only queue answers
+    assert governor.last_round_pages() is None

@@ -163,3 +163,16 @@ def test_a_split_never_cuts_below_the_page_a_chain_holds() -> None:
     taken = spans.steal()
     assert taken is None or taken.lo > t0 + 2 * hour
     assert span.hi >= t0 + 2 * hour
+
+def test_in_the_last_round_trip_spans_are_split_from_part_of_a_page() -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    spans = Plan(page_size=100)
+    (span,) = spans.add([Window(t0, t0 + 1.8 * hour)], key="a")
+    spans.read(span, t0, t0 + hour, 100, 100)  # 100 rows an hour: 80 ahead, under a page
+    assert spans.steal() is None  # mid-run: a span thought to hold less than a page is read whole
+    assert spans.steal(last_round=0.5) is None  # more rows ahead than a round trip gets through: not the last
+    taken = spans.steal(last_round=1)  # the last round trip: 40 and 40 rows side by side
+    assert taken is not None and taken.key == "a"
+    assert (span.hi, taken.lo, taken.hi) == (t0 + 1.4 * hour, t0 + 1.4 * hour, t0 + 1.8 * hour)
+    assert spans.steal(last_round=1) is None  # 40 rows ahead each: under END_PAGES
