@@ -95,7 +95,8 @@ class Governor:
         self._backoff = 1.0  # share of the in-flight target; halved by each 429, regained answer by answer
 
     def _roll(self, now: float) -> None:
-        while self._burst and self._burst[0] <= now - BURST_SECONDS - self.jitter:
+        oldest = now - BURST_SECONDS - self.jitter
+        while self._burst and self._burst[0] <= oldest:
             self._burst.popleft()
         if now >= self._steady_end:
             carried = self._steady_carry if now < self._steady_end + STEADY_SECONDS else 0
