@@ -241,10 +241,10 @@ class Governor:
         with self._lock:
             if self.latency is None or not self.decode_seconds:
                 return None
-            rate = self.burst_cap / (BURST_SECONDS + self.jitter)
-            if rate > 1.0 / self.decode_seconds:
+            spacing = self._spacing()
+            if spacing < self.decode_seconds:
                 return None
-            return rate * self.latency
+            return self.latency / spacing
 
     def inflight(self, latency: float | None = None) -> int:
         """Requests worth having in flight now: allowed rate x latency, within what is left of the minute.
