@@ -59,6 +59,12 @@ def test_a_first_load_is_planned_evenly_and_all_history_splits_the_last_year() -
     assert [w.hi - w.lo for w in history[1:]] == [timedelta(days=365 / 4)] * 4  # type: ignore[operator]
     assert all(a.hi == b.lo for a, b in pairwise(history))
     assert plan(Window(None, hi), 1) == [Window(None, hi)]
+    year = timedelta(days=365)
+    many = plan(Window(None, hi), 80)  # enough chains: each of the three years before the last one its own window
+    assert many[:4] == [Window(None, hi - 4 * year), Window(hi - 4 * year, hi - 3 * year),
+                        Window(hi - 3 * year, hi - 2 * year), Window(hi - 2 * year, hi - year)]
+    assert len(many) == 80 and many[4].lo == hi - year and many[-1].hi == hi
+    assert all(a.hi == b.lo for a, b in pairwise(many))
 
 
 def test_a_parents_windows_are_planned_from_where_its_data_begins_and_still_cover_everything() -> None:
