@@ -27,8 +27,8 @@ SECOND = timedelta(seconds=1)
 # whole round trip before any chain starts. All history in one window was read from its oldest, sparsest
 # end: its first page showed a fraction of what lay ahead (an account grows towards the present), and it was
 # found out by halving, a round trip at a time. A window per year measures each year's density in the first
-# round trip: at 1 s per answer, profiles' extraction went from 7.88 to 7.47 s (4 paired runs) and events'
-# from 11.02 to 10.23 s (5 pairs). Only where enough chains start that the last year keeps nearly all of them.
+# round trip: at 1 s per answer, profiles' extraction went from 7.94 to 7.49 s (7 paired runs) and events'
+# from 10.98 to 10.24 s (9 pairs). Only where enough chains start that the last year keeps nearly all of them.
 HORIZON = timedelta(days=365)
 HISTORY_YEARS = 3
 CHAINS_PER_HISTORY_YEAR = 16
