@@ -356,8 +356,12 @@ class EndpointReader:
         if not tasks:
             return
 
+        # A lean read (verification) runs beside its slow check tiers, which set its pace: a last-round split
+        # (windows.END_PAGES) would save it no time and cost a request of the counted handful.
+        last_round = (lambda: None) if self.lean else self.governor.last_round_pages
+
         def steal() -> Task[Any] | None:
-            span = spans.steal(self.governor.last_round_pages())
+            span = spans.steal(last_round())
             return self._span_task(spans, span) if span is not None else None
 
         pool: TaskPool[Any] = TaskPool(MAX_CHAINS, self.slots, steal if self.ep.cursor else None,
