@@ -184,3 +184,22 @@ def test_a_key_without_the_scopes_the_reports_read_besides_is_told_which(loader:
     error = root_cause(failed.value)
     assert isinstance(error, MissingScopeError) and error.scopes == ("accounts:read",)
     assert "accounts:read for table 'campaign_values_reports'" in str(error)
+
+
+def test_a_report_read_empty_is_still_a_table_with_its_columns(loader: Loader) -> None:
+    """A day of history without a campaign send (the demo's month, an account's quiet week): the table is made
+    with its declared columns, so an analyst's query of it answers no rows instead of failing; rows read later
+    load into it."""
+    loader.run(resources=["campaign_values_reports"], reports_history_days=1, reports_lookback_days=1)
+    columns = loader.pipeline().default_schema.get_table_columns("campaign_values_reports")
+    with loader.pipeline().sql_client() as client:
+        assert client.execute_sql("select count(*) from campaign_values_reports") == [(0,)]
+        made = {name for (name,) in client.execute_sql(
+            "select column_name from information_schema.columns where table_name = 'campaign_values_reports' "
+            "and table_schema = %s", loader.dataset)}
+    assert {"campaign_id", "timeframe_start", "conversion_value", "recipients"} <= made == set(columns)
+    until = report_until(loader, "campaign_values_reports")
+    loader.run(resources=["campaign_values_reports"], start_date=until - HISTORY, end_date=until)
+    rows = assert_report_rows(loader, "campaign_values_reports",
+                              truth_of(loader, "campaign_values_reports", until - HISTORY, until))
+    assert rows > 0
