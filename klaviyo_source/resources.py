@@ -33,7 +33,7 @@ from klaviyo_source.first_load import mark_appended, table_is_empty
 from klaviyo_source.rate_limit import Governor, GovernorRegistry
 from klaviyo_source.reports import COUNTS, AccountFacts, ReportReader, ReportSettings
 from klaviyo_source.rows import SHAPES, ArrowShape
-from klaviyo_source.validate import CheckedPage, PageCheck
+from klaviyo_source.validate import CheckedPage, Cut, PageCheck
 from klaviyo_source.windows import Plan, Span, Window, parse_instant, plan
 
 log = logging.getLogger("klaviyo_source")
@@ -458,7 +458,7 @@ class EndpointReader:
             return self.ep.path.replace("{id}", parent_id), self.ep.path
         return self.ep.path, self.ep.path
 
-    def _pages(self, part: Partition, extra: dict[str, str]) -> Iterator[Page]:
+    def _pages(self, part: Partition, extra: dict[str, str], cut: Cut | None = None) -> Iterator[Page]:
         path, label = self._path_and_label(part.parent_id)
         params = {**self.params, **extra}
         filters = [f for f in (part.filter, extra.get("filter")) if f]
@@ -467,7 +467,7 @@ class EndpointReader:
 
         def check(document: Any) -> CheckedPage:
             assert self.check is not None
-            checked = self.check(document, part.parent_id)
+            checked = self.check(document, part.parent_id, cut)
             for name, value in (part.columns or {}).items():  # a campaign's channel, known from its query
                 if name not in checked.table.column_names:
                     column = pa.array([value] * checked.table.num_rows, pa.string())
@@ -498,18 +498,27 @@ class EndpointReader:
         part: Partition = span.key
         sent = Window(span.lo, span.hi)
         extra = {"filter": ",".join(sent.filter(field, ep.strict_lower)), "sort": field}
+        reached: dict[str, tuple[datetime, datetime]] = {}  # the page's last cursor and the span's end then
+
+        def cut(last: datetime) -> datetime:
+            """On the decoder thread, before the page is converted: no split cuts below its last record."""
+            hi = spans.reach(span, last)
+            reached["page"] = (last, hi)
+            return hi
 
         def run(pool: TaskPool[Any]) -> Iterator[Any]:
             try:
-                for page in self._pages(part, extra):
+                for page in self._pages(part, extra, cut):
                     checked = page.checked
                     assert checked is not None
                     cursors = checked.table.column(field)
-                    if not len(cursors):
+                    seen = reached.pop("page", None)
+                    if not len(cursors) and seen is None:
                         yield from self._items(page, part)  # records set aside, if any
                         return
-                    last = cursors[-1].as_py()
-                    hi = spans.reach(span, last)
+                    last, hi = seen if seen is not None else (cursors[-1].as_py(), None)
+                    if hi is None:
+                        hi = spans.reach(span, last)
                     more = page.next is not None and last < hi
                     size = len(cursors) if more else None
                     if ep.strict_lower or hi < sent.hi:

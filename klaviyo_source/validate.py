@@ -13,17 +13,23 @@ a property that is a number in one event and a string in the next loads as it ca
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import pyarrow as pa
 
 from klaviyo_source.coerce import describe
+from klaviyo_source.datetimes import parse_datetime
 from klaviyo_source.endpoints import Endpoint
 from klaviyo_source.rows import ARRAY, OBJECT, SHAPES, ArrowShape, Misfit
 
-__all__ = ["CheckedPage", "InvalidPage", "Misfit", "PageCheck"]
+__all__ = ["CheckedPage", "Cut", "InvalidPage", "Misfit", "PageCheck"]
+
+# Given the cursor of a page's last record, the cursor from which its records belong to another window.
+Cut = Callable[[datetime], datetime]
 
 
 class InvalidPage(ValueError):
@@ -60,11 +66,15 @@ class PageCheck:
         # related records loaded with the page (a run may leave some out: event_attributions=False)
         self.included = dict(endpoint.included if included is None else included)
         self.needs_type = bool(self.included)  # related records are found by their parent's (type, id)
+        self._cursor = next((read for column, read in self.shape.read if column.name == endpoint.cursor), None)
 
-    def __call__(self, document: Any, parent_id: str | None = None) -> CheckedPage:
+    def __call__(self, document: Any, parent_id: str | None = None, cut: Cut | None = None) -> CheckedPage:
+        """`cut`: the records from the one it names on are left out before they are converted (see `_before`)."""
         data = document["data"]
         if not isinstance(data, ARRAY):
             raise InvalidPage(f"'data' is {describe(data)}, expected a list of records")
+        if cut is not None and self._cursor is not None and len(data):
+            data = self._before(data, cut)
         ep = self.endpoint
         extra = {ep.parent_key: parent_id} if ep.parent_key and parent_id is not None else None
         table, misfits = self.shape.convert(data, extra, self.needs_type)
@@ -74,6 +84,41 @@ class PageCheck:
                              None)
             self._included(data, document, page)
         return page
+
+    def _before(self, data: Any, cut: Cut) -> Any:
+        """The records of a page sorted on the cursor that come before `cut(last cursor)`.
+
+        A window split while its chain reads gets a page that runs past the split: those records belong to the
+        chain that took the rest, which reads them too. Converting them only to filter them out cost a fifth
+        of the conversion of a first load of events (254k records converted for 199k). Found by bisection, a
+        few cursors read; where one does not read as a datetime, the page is converted whole (its misfits are
+        set aside as usual) and the caller's filter drops what lies past the split.
+        """
+        last = self._instant(data[len(data) - 1])
+        if last is None:
+            return data
+        end = cut(last)
+        if last < end:
+            return data
+        low, high = 0, len(data) - 1  # data[high] lies past the split
+        while low < high:
+            middle = (low + high) // 2
+            value = self._instant(data[middle])
+            if value is None:
+                return data
+            if value < end:
+                low = middle + 1
+            else:
+                high = middle
+        return list(islice(data, low))
+
+    def _instant(self, record: Any) -> datetime | None:
+        assert self._cursor is not None
+        try:
+            value = self._cursor(record)
+            return parse_datetime(value) if isinstance(value, str) else None
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return None
 
     def _included(self, data: Any, document: Any, page: CheckedPage) -> None:
         """Related records sent along (campaign messages with campaigns, attributions with events), each with

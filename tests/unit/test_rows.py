@@ -102,3 +102,35 @@ def test_related_records_of_a_parent_set_aside_keep_their_own_link() -> None:
         assert [(t, m.field, m.reason) for t, m in checked.misfits] == [("campaigns", "id", "is missing")]
         assert checked.included["campaign_messages"].select(["id", "campaign_id"]).to_pylist() == \
             [{"id": "M1", "campaign_id": "C1"}]
+
+
+def test_a_page_past_a_split_converts_only_the_records_before_it() -> None:
+    """A window split while its chain reads: the records past the split (the other chain's) are left out before
+    they are converted; the cut is told the page's last cursor; a cursor that is not a datetime keeps the page
+    whole (its misfit is set aside as usual, and the chain's own filter drops what lies past the split)."""
+    from klaviyo_source.endpoints import BY_TABLE
+    from klaviyo_source.validate import PageCheck
+
+    def event(i: int, when: str) -> dict[str, Any]:
+        return {"type": "event", "id": f"E{i}", "attributes": {"datetime": when, "event_properties": {}}}
+
+    times = [f"2024-05-01T12:00:{s:02d}Z" for s in range(10)]
+    check = PageCheck(BY_TABLE["events"])
+    told: list[Any] = []
+
+    def cut_at(second: int) -> Any:
+        def cut(last: Any) -> Any:
+            told.append(last)
+            return parse_instant(f"2024-05-01T12:00:{second:02d}Z")
+        return cut
+
+    for decode in (orjson.loads, parse_lazy):
+        for second, kept in ((4, 4), (0, 0), (9, 9), (10, 10), (5, 5)):
+            page = decode(orjson.dumps({"data": [event(i, t) for i, t in enumerate(times)]}))
+            checked = check(page, None, cut_at(second))
+            assert checked.table.column("id").to_pylist() == [f"E{i}" for i in range(kept)], second
+        assert told[-1] == parse_instant(times[-1])
+        bad = [event(i, t) for i, t in enumerate(times)]
+        bad[4]["attributes"]["datetime"] = "yesterday"
+        checked = check(decode(orjson.dumps({"data": bad})), None, cut_at(2))
+        assert checked.table.num_rows == 9 and [m.field for _, m in checked.misfits] == ["datetime"]
