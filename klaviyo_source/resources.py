@@ -498,13 +498,10 @@ class EndpointReader:
         part: Partition = span.key
         sent = Window(span.lo, span.hi)
         extra = {"filter": ",".join(sent.filter(field, ep.strict_lower)), "sort": field}
-        reached: dict[str, tuple[datetime, datetime]] = {}  # the page's last cursor and the span's end then
 
         def cut(last: datetime) -> datetime:
             """On the decoder thread, before the page is converted: no split cuts below its last record."""
-            hi = spans.reach(span, last)
-            reached["page"] = (last, hi)
-            return hi
+            return spans.reach(span, last)
 
         def run(pool: TaskPool[Any]) -> Iterator[Any]:
             try:
@@ -512,13 +509,14 @@ class EndpointReader:
                     checked = page.checked
                     assert checked is not None
                     cursors = checked.table.column(field)
-                    seen = reached.pop("page", None)
-                    if not len(cursors) and seen is None:
+                    if checked.reached is not None:
+                        last, hi = checked.reached
+                    elif len(cursors):  # the page's last cursor did not read as a datetime: cut after converting
+                        last = cursors[-1].as_py()
+                        hi = spans.reach(span, last)
+                    else:
                         yield from self._items(page, part)  # records set aside, if any
                         return
-                    last, hi = seen if seen is not None else (cursors[-1].as_py(), None)
-                    if hi is None:
-                        hi = spans.reach(span, last)
                     more = page.next is not None and last < hi
                     size = len(cursors) if more else None
                     if ep.strict_lower or hi < sent.hi:

@@ -44,6 +44,7 @@ class CheckedPage:
     included: dict[str, pa.Table] = field(default_factory=dict)
     misfits: list[tuple[str, Misfit]] = field(default_factory=list)  # (table, misfit)
     kind: str | None = None  # JSON:API type of the records, when related records come along (their parent)
+    reached: tuple[datetime, datetime] | None = None  # with a cut: the page's last cursor, and where it cut
 
     def signature(self) -> tuple[Any, ...]:
         """Equal for two answers that failed the same way (the same records, fields and problems)."""
@@ -73,20 +74,21 @@ class PageCheck:
         data = document["data"]
         if not isinstance(data, ARRAY):
             raise InvalidPage(f"'data' is {describe(data)}, expected a list of records")
+        reached = None
         if cut is not None and self._cursor is not None and len(data):
-            data = self._before(data, cut)
+            data, reached = self._before(data, cut)
         ep = self.endpoint
         extra = {ep.parent_key: parent_id} if ep.parent_key and parent_id is not None else None
         table, misfits = self.shape.convert(data, extra, self.needs_type)
-        page = CheckedPage(table, misfits=[(ep.table, m) for m in misfits])
+        page = CheckedPage(table, misfits=[(ep.table, m) for m in misfits], reached=reached)
         if self.included:
             page.kind = next((str(r["type"]) for r in data if isinstance(r, OBJECT) and isinstance(r.get("type"), str)),
                              None)
             self._included(data, document, page)
         return page
 
-    def _before(self, data: Any, cut: Cut) -> Any:
-        """The records of a page sorted on the cursor that come before `cut(last cursor)`.
+    def _before(self, data: Any, cut: Cut) -> tuple[Any, tuple[datetime, datetime] | None]:
+        """The records of a page sorted on the cursor that come before `cut(last cursor)`, and (last cursor, cut).
 
         A window split while its chain reads gets a page that runs past the split: those records belong to the
         chain that took the rest, which reads them too. Converting them only to filter them out cost a fifth
@@ -96,21 +98,21 @@ class PageCheck:
         """
         last = self._instant(data[len(data) - 1])
         if last is None:
-            return data
+            return data, None
         end = cut(last)
         if last < end:
-            return data
+            return data, (last, end)
         low, high = 0, len(data) - 1  # data[high] lies past the split
         while low < high:
             middle = (low + high) // 2
             value = self._instant(data[middle])
             if value is None:
-                return data
+                return data, (last, end)
             if value < end:
                 low = middle + 1
             else:
                 high = middle
-        return list(islice(data, low))
+        return list(islice(data, low)), (last, end)
 
     def _instant(self, record: Any) -> datetime | None:
         assert self._cursor is not None

@@ -129,8 +129,12 @@ def test_a_page_past_a_split_converts_only_the_records_before_it() -> None:
             page = decode(orjson.dumps({"data": [event(i, t) for i, t in enumerate(times)]}))
             checked = check(page, None, cut_at(second))
             assert checked.table.column("id").to_pylist() == [f"E{i}" for i in range(kept)], second
+            assert checked.reached == (parse_instant(times[-1]), parse_instant(f"2024-05-01T12:00:{second:02d}Z"))
         assert told[-1] == parse_instant(times[-1])
         bad = [event(i, t) for i, t in enumerate(times)]
         bad[4]["attributes"]["datetime"] = "yesterday"
         checked = check(decode(orjson.dumps({"data": bad})), None, cut_at(2))
         assert checked.table.num_rows == 9 and [m.field for _, m in checked.misfits] == ["datetime"]
+        bad[-1]["attributes"]["datetime"] = "never"  # no last cursor: not cut here, the chain cuts after converting
+        checked = check(decode(orjson.dumps({"data": bad})), None, cut_at(2))
+        assert checked.table.num_rows == 8 and checked.reached is None
