@@ -75,7 +75,8 @@ class PageCheck:
         if not isinstance(data, ARRAY):
             raise InvalidPage(f"'data' is {describe(data)}, expected a list of records")
         reached = None
-        if cut is not None and self._cursor is not None and len(data):
+        whole = len(data)
+        if cut is not None and self._cursor is not None and whole:
             data, reached = self._before(data, cut)
         ep = self.endpoint
         extra = {ep.parent_key: parent_id} if ep.parent_key and parent_id is not None else None
@@ -84,7 +85,7 @@ class PageCheck:
         if self.included:
             page.kind = next((str(r["type"]) for r in data if isinstance(r, OBJECT) and isinstance(r.get("type"), str)),
                              None)
-            self._included(data, document, page)
+            self._included(data, document, page, len(data) < whole)
         return page
 
     def _before(self, data: Any, cut: Cut) -> tuple[Any, tuple[datetime, datetime] | None]:
@@ -122,10 +123,11 @@ class PageCheck:
         except (AttributeError, KeyError, TypeError, ValueError):
             return None
 
-    def _included(self, data: Any, document: Any, page: CheckedPage) -> None:
+    def _included(self, data: Any, document: Any, page: CheckedPage, cut_short: bool = False) -> None:
         """Related records sent along (campaign messages with campaigns, attributions with events), each with
-        its parent's id."""
-        if self._named(data, document, page):
+        its parent's id; `cut_short`: `data` is the front of the page (`_before`), and only its records' related
+        records are taken (those of the rest come again with the chain that reads it)."""
+        if self._named(data, document, page, cut_short):
             return
         by_key = {(r.get("type"), r.get("id")): r for r in document.get("included") or () if isinstance(r, OBJECT)}
         found: dict[str, tuple[list[Any], list[str | None], str]] = {}
@@ -154,13 +156,14 @@ class PageCheck:
         for table, (records, parents, parent_column) in found.items():
             self._convert(table, records, parents, parent_column, page)
 
-    def _named(self, data: Any, document: Any, page: CheckedPage) -> bool:
+    def _named(self, data: Any, document: Any, page: CheckedPage, cut_short: bool) -> bool:
         """Related records that each name their parent (an attribution its `event`, a campaign message its
         `campaign`) are taken as they are; False when one does not, and the parents' relationships must be
         walked (a thousand events' relationships cost as much as the rest of their page's check)."""
         kind = data[0].get("type") if len(data) and isinstance(data[0], OBJECT) else None
         if not isinstance(kind, str):
             return False
+        kept = {r.get("id") for r in data if isinstance(r, OBJECT)} if cut_short else None
         found: dict[str, tuple[list[Any], list[str | None]]] = {}
         resource: Any
         for resource in document.get("included") or ():
@@ -171,6 +174,8 @@ class PageCheck:
             parent = link.get("id") if isinstance(link, OBJECT) else None
             if not isinstance(parent, str):
                 return False
+            if kept is not None and parent not in kept:
+                continue
             records, parents = found.setdefault(table, ([], []))
             records.append(resource)
             parents.append(parent)

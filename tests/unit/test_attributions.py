@@ -77,3 +77,20 @@ def test_pages_of_attributions_are_written_in_batches() -> None:
     assert [(name, t.num_rows) for name, t in batches.drain()] == []  # nothing left over after the batch
     batches.add("t", small)
     assert [(name, t.num_rows) for name, t in batches.drain()] == [("t", 7)]
+
+
+@pytest.mark.parametrize("decode", [orjson.loads, parse_lazy], ids=["dicts", "lazy"])
+@pytest.mark.parametrize("named", [True, False], ids=["named", "walked"])
+def test_a_page_cut_at_a_split_takes_only_its_own_events_attributions(decode: Any, named: bool) -> None:
+    """The events past a split are the other chain's, and so are their attributions: it reads them with them."""
+    events = [event(f"E{i}", [f"A{i}"]) for i in range(4)]
+    for i, record in enumerate(events):
+        record["attributes"]["datetime"] = f"2025-01-01T00:00:0{i}+00:00"
+    page = decode(orjson.dumps({"data": events,
+                                "included": [attribution(f"A{i}", f"E{i}" if named else None) for i in range(4)]}))
+    from klaviyo_source.windows import parse_instant
+
+    checked = PageCheck(BY_TABLE["events"])(page, None, lambda last: parse_instant("2025-01-01T00:00:02Z"))
+    assert checked.table.column("id").to_pylist() == ["E0", "E1"]
+    rows = checked.included["event_attributions"].select(["id", "event_id"]).to_pylist()
+    assert rows == [{"id": "A0", "event_id": "E0"}, {"id": "A1", "event_id": "E1"}]
