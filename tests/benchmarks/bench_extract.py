@@ -34,6 +34,10 @@ PostgreSQL: `pg-adbc` (parquet copied by the ADBC driver, the postgres extra's p
 off: dlt's INSERT statements), each step's time beside DuckDB's in the same run.
 `--small-tiers`: flows (3/s, 60/min) and campaigns (10/s, 150/min) large enough to take over two minutes at
 the steady limit, with requests per full clock minute after the first.
+`--perfect-plan` adds, at each latency of the sweep, a run of events and profiles whose first load is planned
+with knowledge the connector cannot have: windows of equal rows, each a whole number of pages, cut from the
+cursors of the CPU path's own table, and no window ever split. The difference to the default run is what
+planning without knowing the data costs; the difference to the bound is what is left once the plan is perfect.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ class Run:
     """One pipeline run in a child process, and what it measured."""
 
     scenario: str
-    variant: str  # cpu | auto | fixed8 | cli | plain | pg-adbc | pg-sql
+    variant: str  # cpu | auto | fixed8 | perfect | cli | plain | pg-adbc | pg-sql
     latency: float
     concurrency: int | None
     rows: int = 0
@@ -166,6 +170,30 @@ def lift_our_governor() -> None:
     Governor.acquire = lambda self, sleep=None: None  # type: ignore[method-assign]
 
 
+def plan_perfectly(database: str, table: str) -> None:
+    """For the `perfect` runs: a first load's windows hold equal rows, a whole number of pages each, cut from
+    the cursors of `table` in `database` (the CPU path's load of the same sandbox), and no window is split.
+
+    As many windows as the connector plans (the `parts` it asks for), or fewer: each the fewest whole pages
+    that make no more than `parts` windows. Patched into the child like `lift_our_governor`."""
+    import duckdb
+
+    from klaviyo_source import resources, windows
+
+    endpoint = BY_TABLE[table]
+    with duckdb.connect(database, read_only=True) as db:
+        cursors = [r[0] for r in db.execute(f"select {endpoint.cursor} from klaviyo.{table} order by 1").fetchall()]
+
+    def perfect(window: windows.Window, parts: int, *_: Any, **__: Any) -> list[windows.Window]:
+        inside = [c for c in cursors if window.contains(c)]
+        rows = endpoint.page_size * max(1, math.ceil(len(inside) / parts / endpoint.page_size))
+        edges = sorted({c for c in inside[rows::rows] if window.lo is None or c > window.lo})
+        return [windows.Window(lo, hi) for lo, hi in zip([window.lo, *edges], [*edges, window.hi], strict=True)]
+
+    resources.plan = perfect  # type: ignore[assignment]
+    windows.Plan.steal = lambda self, last_round=None: None  # type: ignore[method-assign]
+
+
 def child_main(spec: dict[str, Any]) -> None:
     """In the child: one pipeline.run, then its measurements as one JSON line on stdout."""
     import resource
@@ -177,6 +205,8 @@ def child_main(spec: dict[str, Any]) -> None:
 
     if spec["unlimited"]:
         lift_our_governor()
+    if spec.get("perfect_from"):
+        plan_perfectly(spec["perfect_from"], spec["table"])
     workdir = Path(spec["workdir"])
     database = str(workdir / "bench.duckdb")
     dataset = "klaviyo"
@@ -251,7 +281,8 @@ def process_cpu(pid: int) -> float:
 
 
 def run_child(sandbox: Sandbox, run: Run, scenario: Scenario, workdir: Path, args: argparse.Namespace,
-              plain: bool = False, postgres: str | None = None, adbc: bool = True) -> Run:
+              plain: bool = False, postgres: str | None = None, adbc: bool = True,
+              perfect_from: Path | None = None) -> Run:
     limited = run.variant != "cpu"
     sandbox.configure(latency=run.latency, latency_per_mb=LATENCY_PER_MB if limited else 0.0,
                       rate_limits=args.rate_limits if limited else "off")
@@ -259,6 +290,7 @@ def run_child(sandbox: Sandbox, run: Run, scenario: Scenario, workdir: Path, arg
         "duckdb_config": args.duckdb, "plain": plain, "workdir": str(workdir), "api_key": sandbox.api_key,
         "base_url": sandbox.base_url, "resources": list(scenario.resources), "table": scenario.table,
         "concurrency": run.concurrency, "unlimited": not limited, "postgres": postgres, "adbc": adbc,
+        "perfect_from": str(perfect_from) if perfect_from else None,
     }
     sandbox.reset_stats()
     server_cpu = process_cpu(sandbox.pid)
@@ -306,11 +338,15 @@ def sandbox_for(scenario: Scenario) -> Sandbox:
     return Sandbox(seed=1, mode="process", rate_limits="off", latency=0.0, **{**TINY, **scenario.sizes})
 
 
+PERFECT = ("events", "profiles")  # one partition each: the cursors of the whole table are the plan's
+
+
 def sweep(
     names: list[str], scenarios: dict[str, Scenario], args: argparse.Namespace, base: Path,
-    latencies: list[float], fixed: bool = True,
+    latencies: list[float], fixed: bool = True, perfect: bool = False,
 ) -> list[Run]:
-    """Per scenario: the CPU path, then at each latency the default beside fixed concurrency 8."""
+    """Per scenario: the CPU path, then at each latency the default beside fixed concurrency 8 (and, with
+    `perfect`, beside a perfectly planned run)."""
     results: list[Run] = []
     for name in names:
         scenario = scenarios[name]
@@ -322,9 +358,12 @@ def sweep(
             print(row(cpu), flush=True)
             for latency in latencies:
                 variants = [("auto", None)] + ([(f"fixed{FIXED}", FIXED)] if fixed else [])
+                variants += [("perfect", None)] if perfect and name in PERFECT else []
                 for variant, concurrency in variants:
                     workdir = base / f"{name}-{variant}-{latency}"
-                    run = run_child(sandbox, Run(name, variant, latency, concurrency), scenario, workdir, args)
+                    plan_from = base / f"{name}-cpu" / "bench.duckdb" if variant == "perfect" else None
+                    run = run_child(sandbox, Run(name, variant, latency, concurrency), scenario, workdir, args,
+                                    perfect_from=plan_from)
                     answer = latency + LATENCY_PER_MB * page_mb(name)
                     run.bound = bound_of(run, scenario, cpu.wall, answer)
                     run.bound_alone = bound_of(run, scenario, cpu.wall, answer, parent_page=False)
@@ -389,6 +428,8 @@ def main() -> None:
     p.add_argument("--scenarios", nargs="+", default=None, help=f"of {[*SWEEP, *SMALL_TIERS]}")
     p.add_argument("--latencies", nargs="+", type=float, default=list(LATENCIES))
     p.add_argument("--no-fixed", action="store_true", help=f"skip the concurrency={FIXED} runs")
+    p.add_argument("--perfect-plan", action="store_true",
+                   help=f"also plan {' and '.join(PERFECT)} from their own rows (what planning costs)")
     p.add_argument("--events", type=int, default=1_000_000, help="events in the CPU-path run")
     p.add_argument("--rate-limits", default="real", help="sandbox rate limits in limited runs")
     p.add_argument("--workdir", type=Path, default=None, help="where DuckDB files go (default: a temp dir)")
@@ -413,7 +454,7 @@ def main() -> None:
             results += cpu_path(args, base)
         if args.sweep:
             names = [s for s in args.scenarios or SWEEP if s in SWEEP]
-            results += sweep(names, SWEEP, args, base, args.latencies, not args.no_fixed)
+            results += sweep(names, SWEEP, args, base, args.latencies, not args.no_fixed, args.perfect_plan)
         if args.small_tiers:  # long by design (minutes at the steady limit): one latency, the default only
             names = [s for s in args.scenarios or SMALL_TIERS if s in SMALL_TIERS]
             results += sweep(names, SMALL_TIERS, args, base, [args.small_tiers_latency], fixed=False)
