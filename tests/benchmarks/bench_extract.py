@@ -357,9 +357,10 @@ def sweep(
             # same 200k events): the ratios are to the median of several, not to whichever came first
             runs = []
             for k in range(args.cpu_runs):
-                cpu = run_child(sandbox, Run(name, "cpu", 0.0, None), scenario, base / f"{name}-cpu-{k}", args)
+                workdir = base / f"{name}-cpu-{k}"
+                cpu = run_child(sandbox, Run(name, "cpu", 0.0, None), scenario, workdir, args)
                 cpu.bound = cpu.wall
-                runs.append((cpu, base / f"{name}-cpu-{k}" / "bench.duckdb"))
+                runs.append((cpu, workdir / "bench.duckdb"))  # its table plans the `perfect` runs
                 results.append(cpu)
                 print(row(cpu), flush=True)
             cpu, cpu_database = sorted(runs, key=lambda pair: pair[0].wall)[len(runs) // 2]

@@ -12,6 +12,7 @@ from klaviyo_source.endpoints import BY_TABLE
 from klaviyo_source.resources import IncludedBatches
 from klaviyo_source.rows import parse_lazy
 from klaviyo_source.validate import PageCheck
+from klaviyo_source.windows import parse_instant
 
 
 def event(ident: str, attributions: list[str | None]) -> dict[str, Any]:
@@ -88,8 +89,6 @@ def test_a_page_cut_at_a_split_takes_only_its_own_events_attributions(decode: An
         record["attributes"]["datetime"] = f"2025-01-01T00:00:0{i}+00:00"
     page = decode(orjson.dumps({"data": events,
                                 "included": [attribution(f"A{i}", f"E{i}" if named else None) for i in range(4)]}))
-    from klaviyo_source.windows import parse_instant
-
     checked = PageCheck(BY_TABLE["events"])(page, None, lambda last: parse_instant("2025-01-01T00:00:02Z"))
     assert checked.table.column("id").to_pylist() == ["E0", "E1"]
     rows = checked.included["event_attributions"].select(["id", "event_id"]).to_pylist()
