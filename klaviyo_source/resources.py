@@ -26,6 +26,7 @@ from dlt.extract.resource import DltResource
 
 from klaviyo_source import set_aside
 from klaviyo_source.client import DECODERS, KlaviyoClient, Page
+from klaviyo_source.coerce import ARROW_TYPES
 from klaviyo_source.concurrency import Budget, Slots, Task, TaskPool
 from klaviyo_source.endpoints import BY_TABLE, ENDPOINTS, PREDICTIVE_TIER, Endpoint, Mode, Report
 from klaviyo_source.errors import InvalidRecordError, KlaviyoAPIError, MissingScopeError, RunCancelled
@@ -597,11 +598,11 @@ class EndpointReader:
             yield from set_aside.items(checked.misfits, label, part.parent_id)
         if checked.table.num_rows:
             self.progress.add(checked.table.num_rows)
-            yield checked.table
+            yield _with_nulls(checked.table, self.ep.deletion_column)
         if self.included:
             self._note_included(checked)
         for table, rows in checked.included.items():
-            full = self.batches.add(table, rows)
+            full = self.batches.add(table, _with_nulls(rows, INCLUDED_DELETION))
             if full is not None:
                 yield dlt.mark.with_table_name(full, table)
 
@@ -734,17 +735,32 @@ def _with_load_marker(columns: dict[str, Any]) -> dict[str, Any]:
 
 
 DELETION_HINT: dict[str, Any] = {"data_type": "timestamp", "nullable": True}
+INCLUDED_DELETION = "deleted_at"
+
+
+def _with_nulls(rows: pa.Table, column: str | None) -> pa.Table:
+    """`rows` with the soft-deletion `column` of its table's hints, null (what was read is not deleted).
+
+    dlt orders a table's columns as in the first Arrow table it is handed, then `_dlt_load_id`, then the
+    columns only the hints declare; but it writes every file with `_dlt_load_id` last. A column left to the
+    hints put the two in one order in the files and in the other in the schema, and normalize then rewrote
+    every file instead of importing it as it is (1M events: 1.3 s and the CLI run's peak memory).
+    """
+    if column is None or column in rows.column_names:
+        return rows
+    kind = ARROW_TYPES["date-time"]
+    return rows.append_column(pa.field(column, kind), pa.nulls(rows.num_rows, kind))
 
 
 def _included_columns(table: str) -> dict[str, Any]:
     """Columns of a table filled from another endpoint's `included` records (merged on id, so deletable)."""
-    return _with_load_marker({**SHAPES[table].hints(), "deleted_at": dict(DELETION_HINT)})
+    return _with_load_marker({**SHAPES[table].hints(), INCLUDED_DELETION: dict(DELETION_HINT)})
 
 
 def _hints(endpoint: Endpoint, ctx: RunContext) -> dict[str, Any]:
     if endpoint.report is not None:
         return _report_hints(endpoint, endpoint.report)
-    columns = _with_load_marker(SHAPES[endpoint.table].hints())
+    columns = SHAPES[endpoint.table].hints()
     for key in endpoint.primary_key:
         columns.setdefault(key, {})["nullable"] = False
     if endpoint.deletion_column:
@@ -758,7 +774,7 @@ def _hints(endpoint: Endpoint, ctx: RunContext) -> dict[str, Any]:
         "name": endpoint.table,
         "primary_key": list(endpoint.primary_key),
         "write_disposition": disposition,
-        "columns": columns,
+        "columns": _with_load_marker(columns),
     }
 
 
