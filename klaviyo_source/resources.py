@@ -598,11 +598,11 @@ class EndpointReader:
             yield from set_aside.items(checked.misfits, label, part.parent_id)
         if checked.table.num_rows:
             self.progress.add(checked.table.num_rows)
-            yield _with_nulls(checked.table, self.ep.deletion_column)
+            yield _with_deletion_column(checked.table, self.ep.deletion_column)
         if self.included:
             self._note_included(checked)
         for table, rows in checked.included.items():
-            full = self.batches.add(table, _with_nulls(rows, INCLUDED_DELETION))
+            full = self.batches.add(table, _with_deletion_column(rows, INCLUDED_DELETION))
             if full is not None:
                 yield dlt.mark.with_table_name(full, table)
 
@@ -738,7 +738,7 @@ DELETION_HINT: dict[str, Any] = {"data_type": "timestamp", "nullable": True}
 INCLUDED_DELETION = "deleted_at"
 
 
-def _with_nulls(rows: pa.Table, column: str | None) -> pa.Table:
+def _with_deletion_column(rows: pa.Table, column: str | None) -> pa.Table:
     """`rows` with the soft-deletion `column` of its table's hints, null (what was read is not deleted).
 
     dlt orders a table's columns as in the first Arrow table it is handed, then `_dlt_load_id`, then the

@@ -62,9 +62,10 @@ def test_every_extracted_file_is_loaded_as_it_is(loader: Loader, sandbox: Sandbo
         assert expected <= {file.name.split(".")[0] for file in files}
         for file in files:
             table = file.name.split(".")[0]
-            rewrite = should_normalize_arrow_schema(pq.read_schema(file), schema.get_table_columns(table),
-                                                    schema.naming, pipeline.destination.capabilities())
-            assert not rewrite[0], f"{table}: file columns {list(rewrite[1].values())}, schema {list(rewrite[4])}"
+            check = should_normalize_arrow_schema(pq.read_schema(file), schema.get_table_columns(table),
+                                                  schema.naming, pipeline.destination.capabilities())
+            assert not check.should_normalize, (
+                f"{table}: file columns {list(check.rename_mapping.values())}, schema {list(check.columns)}")
         pipeline.normalize()
         pipeline.load().raise_on_failed_jobs()
     assert_matches_ground_truth(loader, ["events", "profiles"])
