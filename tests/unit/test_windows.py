@@ -54,17 +54,19 @@ def test_a_first_load_is_planned_evenly_and_all_history_splits_the_last_year() -
     hi = datetime(2025, 1, 1, tzinfo=UTC)
     known = plan(Window(hi - timedelta(days=10), hi), 5)
     assert [w.hi - w.lo for w in known] == [timedelta(days=2)] * 5  # type: ignore[operator]
+    assert [w.hi for w in known] == [hi - timedelta(days=2 * i) for i in range(5)]  # newest first
     history = plan(Window(None, hi), 5)
-    assert history[0] == Window(None, hi - timedelta(days=365))  # before the last year: one window
+    assert history[0] == Window(None, hi - timedelta(days=365))  # before the last year: one window, asked first
     assert [w.hi - w.lo for w in history[1:]] == [timedelta(days=365 / 4)] * 4  # type: ignore[operator]
-    assert all(a.hi == b.lo for a, b in pairwise(history))
+    assert history[1].hi == hi
+    assert all(a.hi == b.lo for a, b in pairwise([history[0], *reversed(history[1:])]))
     assert plan(Window(None, hi), 1) == [Window(None, hi)]
     year = timedelta(days=365)
     many = plan(Window(None, hi), 80)  # enough chains: each of the three years before the last one its own window
     assert many[:4] == [Window(None, hi - 4 * year), Window(hi - 4 * year, hi - 3 * year),
                         Window(hi - 3 * year, hi - 2 * year), Window(hi - 2 * year, hi - year)]
-    assert len(many) == 80 and many[4].lo == hi - year and many[-1].hi == hi
-    assert all(a.hi == b.lo for a, b in pairwise(many))
+    assert len(many) == 80 and many[4].hi == hi and many[-1].lo == hi - year
+    assert all(a.hi == b.lo for a, b in pairwise([*many[:4], *reversed(many[4:])]))
 
 
 def test_a_parents_windows_are_planned_from_where_its_data_begins_and_still_cover_everything() -> None:
@@ -73,8 +75,9 @@ def test_a_parents_windows_are_planned_from_where_its_data_begins_and_still_cove
     for window in (Window(None, hi), Window(hi - timedelta(days=400), hi)):
         windows = plan(window, 5, since=created)
         assert windows[0].lo == window.lo  # open below: a member that joined earlier is read all the same
-        assert [w.hi for w in windows] == [created + timedelta(days=2 * i) for i in range(1, 6)]
-        assert all(a.hi == b.lo for a, b in pairwise(windows))
+        # the window open below first, then the rest newest first
+        assert [w.hi for w in windows] == [created + timedelta(days=2 * i) for i in (1, 5, 4, 3, 2)]
+        assert all(a.hi == b.lo for a, b in pairwise([windows[0], *reversed(windows[1:])]))
         instant = hi - timedelta(days=400)
         while instant < hi:  # every instant in exactly one window
             assert sum(w.contains(instant) for w in windows) == 1
@@ -103,6 +106,21 @@ def test_an_idle_chain_takes_half_of_the_window_with_most_rows_ahead() -> None:
     while instant < t0 + 20 * hour:  # every instant still belongs to exactly one span
         assert sum(Window(s.lo, s.hi).contains(instant) for s in everything) == 1
         instant += timedelta(minutes=7)
+
+
+def test_a_window_none_of_whose_pages_has_come_back_is_not_split() -> None:
+    """Its width says nothing of its rows: a year planned as one window may hold nothing at all."""
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    spans = Plan(page_size=100)
+    read, unread = spans.add([Window(t0, t0 + 4 * hour), Window(t0 + 4 * hour, t0 + 365 * 24 * hour)])
+    spans.read(read, t0, t0 + hour, 100, 100)  # 300 ahead; at this density the year would hold 876,000
+    taken = spans.steal()
+    assert taken is not None and (taken.lo, taken.hi) == (t0 + 2.5 * hour, t0 + 4 * hour)
+    assert unread.hi == t0 + 365 * 24 * hour
+    spans.read(unread, t0 + 4 * hour, t0 + 5 * hour, 100, 100)  # its first page: now it is the largest
+    taken = spans.steal()
+    assert taken is not None and taken.hi == t0 + 365 * 24 * hour
 
 
 def test_a_burst_is_split_where_it_is_reached_not_by_the_average_before_it() -> None:
