@@ -105,15 +105,18 @@ def plan(window: Window, parts: int, horizon: timedelta = HORIZON, since: dateti
     """
     if parts <= 1:
         return [window]
+    wide: list[Window] = []
     if since is not None and since < window.hi - parts * SECOND and (window.lo is None or since > window.lo):
-        first, *rest = Window(since, window.hi).split(parts)
-        return [Window(window.lo, first.hi), *reversed(rest)]
-    if window.lo is None:
+        first, *even = Window(since, window.hi).split(parts)
+        wide = [Window(window.lo, first.hi)]
+    elif window.lo is None:
         years = min(HISTORY_YEARS, parts // CHAINS_PER_HISTORY_YEAR)
         edges = [window.hi - horizon * (back + 1) for back in range(years + 1)]  # a year ago, two, ...
-        older = [Window(None, edges[-1]), *(Window(a, b) for a, b in pairwise(reversed(edges)))]
-        return [*older, *reversed(list(Window(edges[0], window.hi).split(parts - len(older))))]
-    return list(reversed(list(window.split(parts))))
+        wide = [Window(None, edges[-1]), *(Window(a, b) for a, b in pairwise(reversed(edges)))]
+        even = list(Window(edges[0], window.hi).split(parts - len(wide)))
+    else:
+        even = list(window.split(parts))
+    return [*wide, *reversed(even)]
 
 
 # A page that shows its span dense lets up to this many pieces of what follows be read at once, before any
@@ -222,11 +225,11 @@ class Plan:
             total = 0.0
             ahead_of: list[tuple[float, Span]] = []
             for span in self._open:
-                start = _frontier(span)
                 if span.at is None and span.density is None:
                     # no page of it back yet: its width says nothing of its rows (at the average density of the
                     # dense windows answered first, an old year nothing of which is in would be split over and over)
                     continue
+                start = _frontier(span)
                 density = span.density if span.pieces else average
                 if start is None or not density:
                     continue
