@@ -6,16 +6,22 @@
     `loaded(name)` looks a table up once per model: {relation: the table or none, columns: its column names};
     the other macros take what it returns. -#}
 
+{#- The schema is listed from the catalog, not looked up with adapter.get_relation: dbt caches the models' schemas
+    but not this one, and a thread that looks while another fills the cache with this schema's tables one by one
+    finds it cached with tables missing (a race in dbt-adapters' list_relations), so a loaded table read as absent.
+    Nor are a missing table's columns asked for: DuckDB's DESCRIBE fails on it and aborts the model's transaction. -#}
 {% macro loaded(name) -%}
     {%- set declared = source('klaviyo', name) -%}
     {%- if not execute -%}{{ return({'relation': declared, 'columns': []}) }}{%- endif -%}
-    {%- set found = adapter.get_relation(database=declared.database, schema=declared.schema,
-                                         identifier=declared.identifier) -%}
-    {%- set columns = [] -%}
-    {%- if found is not none -%}
-        {%- for c in adapter.get_columns_in_relation(found) -%}{%- do columns.append(c.name | lower) -%}{%- endfor -%}
-    {%- endif -%}
-    {{ return({'relation': found, 'columns': columns}) }}
+    {%- set listed = list_relations_without_caching(declared.without_identifier()) -%}
+    {%- set here = [] -%}
+    {%- for row in listed.rows if row['name'] | lower == declared.identifier | lower
+                                  and row['schema'] | lower == declared.schema | lower -%}
+        {%- do here.append(row) -%}
+    {%- endfor -%}
+    {%- if not here -%}{{ return({'relation': none, 'columns': []}) }}{%- endif -%}
+    {%- set columns = adapter.get_columns_in_relation(declared) | map(attribute='name') | map('lower') | list -%}
+    {{ return({'relation': declared, 'columns': columns}) }}
 {%- endmacro %}
 
 {% macro has_column(table, column) -%}
