@@ -197,15 +197,20 @@ class Plan:
         """A page of `span` gave `rows` rows with cursors from `first` to `last`; `page` is the size of the
         page as answered when more pages follow (None: it was the span's last page)."""
         with self._lock:
+            covered = (last - (span.at or span.lo or first)).total_seconds()
             self._rows += rows
-            self._covered += max((last - (span.at or span.lo or first)).total_seconds(), 1.0)
+            self._covered += max(covered, 1.0)
             span.at = last
             if page is None:  # nothing left to take from it
                 self._open.discard(span)
                 return
             self.page_size = page  # what the endpoint answers (the page size asked for, or its default)
-            span.density = rows / max((last - first).total_seconds(), 1.0)
-            span.pieces = SPECULATIVE_PIECES
+            spread = (last - first).total_seconds()
+            # A page whose rows share one second (a bulk import writes hundreds at once) says nothing of how near
+            # the next rows are. Taken over that second, it read as a burst and what followed was cut into pieces
+            # of a second, nearly all empty; it is taken over the distance read instead (none: a second read on).
+            span.density = rows / spread if spread >= 1 else rows / covered if covered >= 1 else span.density
+            span.pieces = SPECULATIVE_PIECES if span.density else 0
             span.width = None  # the next piece cut off is a page's worth at the density now seen
 
     def close(self, span: Span) -> None:

@@ -135,6 +135,21 @@ def test_a_burst_is_split_where_it_is_reached_not_by_the_average_before_it() -> 
     assert taken is not None and taken.lo == burst + timedelta(minutes=2)  # the owner keeps one page's worth
 
 
+def test_a_page_tied_on_one_second_is_no_burst() -> None:
+    """A page whose rows share one second (a bulk import) is taken over the distance read, not over that second."""
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    spans = Plan(page_size=100)
+    (span,) = spans.add([Window(t0, t0 + timedelta(days=30))])
+    spans.read(span, t0, t0 + timedelta(days=1), 100, 100)  # 100 rows a day
+    batch = t0 + timedelta(days=2)
+    spans.read(span, batch, batch, 100, 100)  # the next day's 100 rows, all on one second
+    assert span.density == 100 / timedelta(days=1).total_seconds()
+    spans.read(span, batch, batch, 100, 100)  # more of that second: nothing new is learnt of what follows
+    assert span.density == 100 / timedelta(days=1).total_seconds()
+    taken = spans.steal()
+    assert taken is not None and taken.lo == batch + timedelta(days=14)  # halves, not a piece of a second
+
+
 def test_nothing_is_split_at_one_page_ahead_nor_after_the_last_page() -> None:
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
     spans = Plan(page_size=100)
