@@ -209,9 +209,11 @@ class Plan:
             # A page whose rows share one second (a bulk import writes hundreds at once) says nothing of how near
             # the next rows are. Taken over that second, it read as a burst and what followed was cut into pieces
             # of a second, nearly all empty. It is taken over the distance read to reach it instead; a page that
-            # goes on in a second already reached tells nothing new, and the density stays as it was.
-            span.density = rows / spread if spread >= 1 else rows / covered if covered >= 1 else span.density
-            span.pieces = SPECULATIVE_PIECES if span.density else 0
+            # goes on in a second already reached tells nothing new, and the span's estimate stays as it was.
+            if spread < 1 and covered < 1:
+                return
+            span.density = rows / (spread if spread >= 1 else covered)
+            span.pieces = SPECULATIVE_PIECES
             span.width = None  # the next piece cut off is a page's worth at the density now seen
 
     def close(self, span: Span) -> None:
