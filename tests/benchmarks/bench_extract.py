@@ -287,10 +287,13 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+AT_REST = ("cpu", "gov-cpu")  # the CPU-path variants: no latency, no limits on the sandbox
+
+
 def run_child(sandbox: Sandbox, run: Run, scenario: Scenario, workdir: Path, args: argparse.Namespace,
               plain: bool = False, postgres: str | None = None, adbc: bool = True,
               perfect_from: Path | None = None) -> Run:
-    limited = run.variant not in ("cpu", "gov-cpu")
+    limited = run.variant not in AT_REST
     sandbox.configure(latency=run.latency, latency_per_mb=LATENCY_PER_MB if limited else 0.0,
                       rate_limits=args.rate_limits if limited else "off")
     spec = {
@@ -362,7 +365,7 @@ def sweep(
             # the CPU path moves by a third between runs of the same data (8.0 to 10.2 s, 5.1 to 7.4 s for the
             # same 200k events): the ratios are to the median of several, not to whichever came first
             medians = {}
-            for path in ("cpu", "gov-cpu") if args.governed_cpu else ("cpu",):
+            for path in AT_REST if args.governed_cpu else AT_REST[:1]:
                 runs = []
                 for k in range(args.cpu_runs):
                     workdir = base / f"{name}-{path}-{k}"
@@ -426,7 +429,7 @@ HEADER = (
 
 
 def row(run: Run) -> str:
-    at_rest = run.variant in ("cpu", "gov-cpu")
+    at_rest = run.variant in AT_REST
     ratio = f"{run.wall / run.bound:5.2f}" if run.bound and not at_rest else f"{'-':>5}"
     steps = "/".join(f"{run.steps.get(s, 0):.1f}" for s in ("extract", "normalize", "load"))
     latency = f"{1000 * run.latency:.0f} ms" if not at_rest else "-"
