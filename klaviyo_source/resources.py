@@ -712,11 +712,15 @@ def _add_table(resource: DltResource, table: str, columns: dict[str, Any], prima
                          create_table_variant=True)
 
 
-def _parent_ids(items: Any) -> list[str]:
+def _parent_ids(items: Any, parent: str) -> list[str]:
+    """The ids of the `parent` records among what the parent resource yields, those set aside included."""
     if isinstance(items, pa.Table):
         return [str(v) for v in items.column("id").to_pylist()]
     if isinstance(items, dict):
         items = [items]
+    aside = set_aside.record_ids(items, parent)
+    if aside is not None:
+        return aside
     return [row["id"] for row in items if row.get("id") is not None]
 
 
@@ -810,7 +814,9 @@ def build_resources(ctx: RunContext, tables: Iterable[str]) -> list[DltResource]
             resource = dlt.resource(root, parallelized=True, **hints)
         else:
             def child(items: Any, reader: EndpointReader = reader) -> Iterator[Any]:
-                yield from reader.read(_parent_ids(items), _parent_since(items, reader.ep.parent_since))
+                parent = reader.ep.parent
+                assert parent is not None
+                yield from reader.read(_parent_ids(items, parent), _parent_since(items, reader.ep.parent_since))
 
             resource = dlt.transformer(child, data_from=made[endpoint.parent], parallelized=True, **hints)
         for table in endpoint.included.values():

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -76,6 +76,17 @@ def rows(misfits: Iterable[tuple[str, Misfit]], endpoint: str, parent_id: str | 
             "set_aside_at": now,
         })
     return out
+
+
+def record_ids(rows: Sequence[Mapping[str, Any]], table: str) -> list[str] | None:
+    """The ids of `table`'s records among `rows` when they are rows of this table (see `rows`), else None.
+
+    A record set aside for one field that does not fit keeps its id, and what lies below it is read all the
+    same: a flow action with a malformed `created` still has its messages, which fit their own table.
+    """
+    if not rows or "set_aside_at" not in rows[0]:
+        return None
+    return [row["record_id"] for row in rows if row["table_name"] == table and row["record_id"] is not None]
 
 
 def items(misfits: Sequence[tuple[str, Misfit]], endpoint: str, parent_id: str | None) -> Iterator[Any]:
