@@ -182,6 +182,13 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 128
     sandbox: SandboxServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up before its answer was written (a killed run, a timeout) is not the sandbox's
+        error: not printed. Anything else is, with its traceback, as socketserver prints it."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
 
 def error_body(status: int, code: str, title: str, detail: str, parameter: str | None = None) -> bytes:
     error: dict[str, Any] = {

@@ -125,6 +125,6 @@ def test_soak(kind: str, soak_sandbox: Sandbox, tmp_path: Path, capsys: pytest.C
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_soak_long(kind: str, soak_sandbox: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rng = random.Random(5)
+    rng = random.Random(int(os.environ.get("KLAVIYO_SOAK_SEED", "5")))  # another seed, another sequence of ticks
     ticks = [rng.choice(ACTIONS) for _ in range(int(os.environ.get("KLAVIYO_SOAK_TICKS", "150")))]
     report(capsys, soak(kind, ticks, soak_sandbox, tmp_path))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -74,6 +76,25 @@ def test_requests_in_flight_are_counted(sb: Sandbox) -> None:
         sb.configure(latency=0.0)
     stats = sb.stats()
     assert stats["inflight_peak"] == 4 and 2 <= stats["inflight_mean"] <= 4
+
+
+def test_a_client_that_hangs_up_is_no_error_of_the_sandbox(sb: Sandbox, capfd: pytest.CaptureFixture[str]) -> None:
+    """A run killed mid-request (the soak test kills hundreds) left a traceback on the sandbox's stderr for every
+    answer it had in flight; such a hang-up is the client's doing, and only real errors are printed."""
+    host, port = sb.base_url.split("//")[1].split("/")[0].split(":")
+    sb.configure(latency=0.3)
+    try:
+        for _ in range(3):
+            with socket.create_connection((host, int(port))) as conn:
+                conn.sendall(f"GET /api/tags HTTP/1.1\r\nHost: {host}\r\nAuthorization: Klaviyo-API-Key "
+                             f"{sb.api_key}\r\nrevision: 2026-07-15\r\n\r\n".encode())
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        time.sleep(0.8)  # the answers are written to the closed connections
+    finally:
+        sb.configure(latency=0.0)
+    err = capfd.readouterr().err
+    assert "ConnectionResetError" not in err and "BrokenPipeError" not in err, err
+    assert Client(sb).get("/tags").status_code == 200  # and it goes on serving
 
 
 def test_settings_are_checked_and_reported() -> None:
