@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
+from dlt.common.destination import TLoaderFileFormat
 from dlt.extract.resource import DltResource
 
 from klaviyo_source import set_aside
@@ -273,16 +274,18 @@ class EndpointReader:
         """A reporting endpoint: timeframes planned within the day's budget (reports.py), rows per timeframe."""
         reader = ReportReader(self.ep, self.ctx.client, self.governor, self.ctx.account, self.ctx.reports)
         state = dlt.current.resource_state()
+        hints = _row_format_hints()
         empty = True
         for rows in reader.rows(state, self.ctx.start, self.ctx.until, self.ctx.stateless):
             self.progress.add(len(rows))
+            yield dlt.mark.with_hints(rows, hints) if empty and hints is not None else rows
             empty = False
-            yield rows
         if empty:
             # Timeframes without a row (a demo's month without campaign sends), none read today (the budget) or
             # none to read (no conversion metric) still make the table with its declared columns: an analyst's
             # query of it answers no rows instead of failing.
-            yield dlt.mark.materialize_table_schema()
+            made = dlt.mark.materialize_table_schema()
+            yield dlt.mark.with_hints(made, hints) if hints is not None else made
         # The rows of every timeframe read are replaced: those already there count as read again.
         report = self.ep.report
         assert report is not None
@@ -798,6 +801,23 @@ def _report_hints(endpoint: Endpoint, report: Report) -> dict[str, Any]:
         columns[key]["nullable"] = False
     return {"name": endpoint.table, "primary_key": list(endpoint.primary_key), "merge_key": list(report.period),
             "write_disposition": "merge", "columns": columns}
+
+
+# How a report table loads, whatever the run's loader_file_format (parquet for the command line): a run that reads
+# no report rows makes or keeps the table with a file without a row, and dlt's ADBC load job (PostgreSQL) fails on
+# a parquet file without a row, then on every later run, which loads the package left pending first. A few
+# hundred rows a run lose nothing by INSERT statements or JSON lines.
+ROW_FORMATS: tuple[TLoaderFileFormat, ...] = ("insert_values", "jsonl", "csv")
+
+
+def _row_format_hints() -> Any:
+    """Hints that load a table in the first of ROW_FORMATS its destination takes (None: none of them)."""
+    destination = dlt.current.pipeline().destination
+    if destination is None:
+        return None
+    supported = destination.capabilities().supported_loader_file_formats or ()
+    chosen = next((name for name in ROW_FORMATS if name in supported), None)
+    return dlt.mark.make_hints(file_format=chosen) if chosen else None
 
 
 def build_resources(ctx: RunContext, tables: Iterable[str]) -> list[DltResource]:
