@@ -12,6 +12,8 @@ no other run is working in the folder:
 - `prune_loaded` after a run: completed packages beyond the newest `keep`.
 - `repair_doubles`: rows that share a primary key, which runs that overlapped before runs were locked
   left in merge tables (a merge only repairs the keys it touches again, so memberships kept them forever).
+- `drop_rowless_parquet_jobs` before a run: parquet load jobs without a row in packages still to load, which
+  earlier versions wrote to make an empty report table and which dlt's ADBC copy (PostgreSQL) cannot load.
 - `drop_row_id_indexes`: the unique indexes on dlt's row ids (`_dlt_id`) that PostgreSQL datasets created
   before `create_indexes = false` still carry (a load job a killed run left is replayed and stages its rows
   a second time; the index then failed that job, and so every later run, for ever).
@@ -100,6 +102,33 @@ def remove_orphans(working_dir: str | os.PathLike[str], duckdb_file: str | os.Pa
                 removed.add(spill)
     if removed:
         log.info("removed %d leftover(s) of failed or killed runs (%s)", len(removed.paths), _size(removed.size))
+    return removed
+
+
+def drop_rowless_parquet_jobs(working_dir: str | os.PathLike[str]) -> Removed:
+    """Removes parquet load jobs without a row from the packages still to load; call it holding the lock.
+
+    Versions before report tables loaded in a row format (resources.ROW_FORMATS) made or kept a report table
+    that a run read no rows of with such a file. dlt's ADBC copy (PostgreSQL) fails on it, and so did every
+    later run, which loads the package left pending first. The file holds nothing to load.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    removed = Removed()
+    for package in _children(Path(working_dir) / "load" / "normalized"):
+        for job in (j for folder in ("new_jobs", "started_jobs") for j in _children(package / folder)):
+            if job.suffix != ".parquet":
+                continue
+            try:
+                rowless = pq.read_metadata(job).num_rows == 0
+            except (OSError, pa.ArrowException):  # not for us to judge: dlt's load says what is wrong with it
+                continue
+            if rowless:
+                removed.add(job)
+    if removed:
+        log.info("removed %d parquet load job(s) without a row that an earlier version left pending (dlt's "
+                 "ADBC copy cannot load them)", len(removed.paths))
     return removed
 
 

@@ -12,8 +12,9 @@
 The pipeline's lock is taken before dlt opens its folder (so a waiting run reads the state the other run
 left), then the destination dataset's; under both, what killed runs left half written is removed, what they
 left committed is loaded (on PostgreSQL after dropping the row-id indexes of older versions, which would
-fail it), and rows doubled by an unlocked overlap or a replayed load job are repaired; on leaving, completed
-load packages beyond `keep_packages` are pruned.
+fail it, and the parquet load jobs without a row that older versions made empty report tables with, which
+dlt's ADBC copy cannot load), and rows doubled by an unlocked overlap or a replayed load job are repaired;
+on leaving, completed load packages beyond `keep_packages` are pruned.
 A run that cannot get a lock within `lock_wait` seconds raises locks.LockHeld and touches nothing.
 """
 
@@ -30,7 +31,13 @@ import dlt
 from dlt.common.pipeline import get_dlt_pipelines_dir
 
 from klaviyo_source.backfill import finish_pending
-from klaviyo_source.housekeeping import drop_row_id_indexes, prune_loaded, remove_orphans, repair_doubles
+from klaviyo_source.housekeeping import (
+    drop_row_id_indexes,
+    drop_rowless_parquet_jobs,
+    prune_loaded,
+    remove_orphans,
+    repair_doubles,
+)
 from klaviyo_source.locks import destination_lock, duckdb_file, holding, pipeline_lock
 from klaviyo_source.summary import new_duckdb_file
 
@@ -61,6 +68,7 @@ def scheduled_run(
         with holding([destination_lock(pipeline)], deadline - time.monotonic()):
             try:
                 remove_orphans(pipeline.working_dir, duckdb_file(pipeline))
+                drop_rowless_parquet_jobs(pipeline.working_dir)
                 # A destination that is not there yet (a DuckDB file not created) has nothing to repair, and
                 # connecting would create it.
                 exists = pipeline.default_schema_name is not None and new_duckdb_file(pipeline) is None

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from klaviyo_source import reports
+from klaviyo_source import klaviyo_source, reports, resources
 from klaviyo_source.errors import MissingScopeError
 from klaviyo_source.failures import root_cause
 from klaviyo_source.sandbox import Sandbox
+from klaviyo_source.scheduling import scheduled_run
 from tests.integration.conftest import (
     REPORT_TABLES,
     SIZES,
@@ -243,6 +244,32 @@ def test_a_later_run_that_reads_no_report_rows_keeps_the_table_and_leaves_nothin
     loader.sandbox.configure(rate_limits="off")
     assert report_table_columns(loader, table)[0] == rows
     assert not loader.pipeline().has_pending_data
+
+
+@pytest.mark.postgres
+def test_a_package_an_earlier_version_left_wedged_loads_on_the_next_scheduled_run(
+        postgres_loader: Loader, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before report tables loaded in a row format, a run that read no report rows left a package on PostgreSQL
+    whose parquet file without a row failed every later run. The next scheduled run drops that file (it holds
+    nothing) and loads the rest."""
+    loader = postgres_loader
+    table = "campaign_values_reports"
+    loader.run(resources=[table])
+    rows = report_table_columns(loader, table)[0]
+    monkeypatch.setattr(resources, "_row_format_hints", lambda: None)  # what earlier versions did
+    loader.sandbox.configure(rate_limits={"/campaign-values-reports": (100, 100, 0)})
+    with pytest.raises(PipelineStepFailed):
+        loader.run(resources=[table, "tags"])
+    assert loader.pipeline().has_pending_data
+    monkeypatch.undo()
+    loader.sandbox.configure(rate_limits="off")
+    with scheduled_run(loader.name, pipelines_dir=str(loader.workdir / "pipelines"), destination=loader.destination,
+                       dataset_name=loader.dataset) as pipeline:
+        assert not pipeline.has_pending_data
+        pipeline.run(klaviyo_source(api_key=loader.sandbox.api_key, base_url=loader.sandbox.base_url,
+                                    resources=[table]), loader_file_format="parquet").raise_on_failed_jobs()
+    assert report_table_columns(loader, table)[0] == rows
+    assert len(loader.keys("tags")) > 0  # the rest of the wedged package was loaded
 
 
 def test_a_report_read_empty_is_still_a_table_with_its_columns(loader: Loader) -> None:
