@@ -81,6 +81,19 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Bursts:
+    """Where an endpoint's data comes in bursts that another endpoint announces: events follow a campaign's send.
+
+    table: the announcing endpoint (read in each of its partitions); at: its attribute holding the instant;
+    cursor: the attribute its records are filtered on to a window and sorted on, newest first.
+    """
+
+    table: str
+    at: str
+    cursor: str
+
+
+@dataclass(frozen=True)
 class Sweep:
     """How to list every id of a table that Klaviyo still holds, so that deletions can be carried over.
 
@@ -143,6 +156,7 @@ class Endpoint:
     immutable: bool = False  # a record never changes once written: a first load appends (first_load.py)
     report: Report | None = None  # Mode.REPORT: what is asked for (POST bodies, timeframes: reports.py)
     sweep: Sweep | None = None  # how deletions are found (see Sweep); None: not swept
+    bursts: Bursts | None = None  # a first load cuts its windows where these begin (windows.Plan.hint)
     counts: str | None = None  # checks: the table whose rows this endpoint counts
     count_attribute: str | None = None  # COUNT checks: the attribute holding the count
 
@@ -195,6 +209,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "events", "/events", ("events:read",), XL, 1000, Mode.WINDOW, cursor="datetime",
         overlap=timedelta(hours=24), params={"include": "attributions"},
         included={"attribution": "event_attributions"}, since={"page[size]": "2026-01-15"}, immutable=True,
+        bursts=Bursts("campaigns", at="send_time", cursor="scheduled_at"),
     ),
     Endpoint(
         "profiles", "/profiles", ("profiles:read",), L, 100, Mode.WINDOW, cursor="updated",

@@ -4,18 +4,23 @@ file a run extracts goes to the load as it is, not rewritten by normalize."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dlt
 import pyarrow.parquet as pq
+import pytest
 from dlt.common.libs.pyarrow import should_normalize_arrow_schema
 
-from klaviyo_source import klaviyo_source
+from klaviyo_source import klaviyo_source, windows
 from klaviyo_source.sandbox import Sandbox
+from klaviyo_source.windows import parse_instant
 from tests.integration.conftest import REPO, Loader, assert_matches_ground_truth, settle
+from tests.sandbox.conftest import Client
 
 
 def disposition(loader: Loader) -> str:
@@ -101,3 +106,34 @@ def test_plain_python_path_killed_inside_the_events_job_loads_each_event_once(
     for _ in range(2):
         pipeline.run(klaviyo_source(api_key=sandbox.api_key, base_url=sandbox.base_url, resources=["events"]))
     assert_matches_ground_truth(loader, ["events"])
+
+
+def test_a_first_load_of_events_is_told_where_campaign_sends_begin(
+        loader: Loader, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The send times of the account's campaigns, read beside the first round, reach the plan of the events'
+    windows (where their bursts begin); a key that may not read campaigns loads every event all the same and
+    says in one line that it went without."""
+    hinted: list[datetime] = []
+    original = windows.Plan.hint
+
+    def hint(self: windows.Plan, starts: Iterable[datetime]) -> None:
+        starts = list(starts)
+        hinted.extend(starts)
+        original(self, starts)
+
+    monkeypatch.setattr(windows.Plan, "hint", hint)
+    loader.run(resources=["events"])
+    assert_matches_ground_truth(loader, ["events"])
+    client = Client(sandbox)
+    sent = {parse_instant(c["attributes"]["send_time"]) for channel in ("email", "sms", "mobile_push")
+            for c in client.get("/campaigns", {"filter": f"equals(messages.channel,'{channel}')"}).json()["data"]
+            if c["attributes"].get("send_time")}
+    assert sent and set(hinted) == sent
+
+    key = sandbox.create_key(["events:read"])
+    caplog.set_level(logging.INFO, logger="klaviyo_source")
+    other = Loader(sandbox, loader.destination, loader.workdir / "other")
+    other.run(api_key=key, resources=["events"], event_attributions=False)
+    assert_matches_ground_truth(other, ["events"])
+    told = [r.getMessage() for r in caplog.records if "/campaigns not read" in r.getMessage()]
+    assert len(told) == 1 and "campaigns:read" in told[0], told

@@ -215,3 +215,25 @@ def test_in_the_last_round_trip_spans_are_split_from_part_of_a_page() -> None:
     assert taken is not None and taken.key == "a"
     assert (span.hi, taken.lo, taken.hi) == (t0 + 1.4 * hour, t0 + 1.4 * hour, t0 + 1.8 * hour)
     assert spans.steal(last_round=1) is None  # 40 rows ahead each: under END_PAGES
+
+
+def test_an_idle_chain_starts_where_a_hinted_burst_begins_before_any_split_by_density() -> None:
+    """A campaign's send announces a burst: the next idle chain reads from there, even before a page of the span
+    is back; a start the span's chain has read past, or within a second of the span's edges, is no cut."""
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+    spans = Plan(page_size=1000)
+    read, unread = spans.add([Window(t0, t0 + 10 * day), Window(t0 + 10 * day, t0 + 20 * day)])
+    spans.read(read, t0, t0 + 4 * day, 1000, 1000)  # read up to day 4
+    spans.hint([t0 + 2 * day, t0 + 6 * day, t0 + 15 * day, t0 + 20 * day - timedelta(milliseconds=500)])
+    taken = [spans.steal() for _ in range(3)]
+    assert [(s.lo, s.hi) for s in taken if s is not None] == [(t0 + 15 * day, t0 + 20 * day),
+                                                              (t0 + 6 * day, t0 + 10 * day)]
+    assert unread.hi == t0 + 15 * day and read.hi == t0 + 6 * day
+    assert taken[1] is not None and taken[1].density is None  # nothing known of it until its first page
+    assert taken[2] is None or taken[2].lo > t0 + 4 * day  # the start behind the frontier was dropped
+    everything = [read, unread, *(s for s in taken if s is not None)]
+    instant = t0
+    while instant < t0 + 20 * day:  # every instant still belongs to exactly one span
+        assert sum(Window(s.lo, s.hi).contains(instant) for s in everything) == 1
+        instant += timedelta(minutes=37)
